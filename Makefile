@@ -1,0 +1,160 @@
+# cgreenlet - greenlets for C programs (and, later, CPython).
+#
+# The two commands a user needs:
+#   make demo    build, then run the demonstration (examples/ at work)
+#   make test    install missing Debian packages, then run every test
+#
+# Other targets: all (library), examples, tests, bench, install, clean.
+# Variables:
+#   CONTEXT=asm|ucontext   context switch back end (default: assembly)
+#   SAN=asan|tsan          sanitizer build (ASan includes UBSan)
+#   CROSS=aarch64-linux-gnu-   cross-compile prefix
+#   VALGRIND=1             Valgrind stack registration (default 1)
+#   FPU_SAVE=0             skip saving MXCSR/x87 CW on x86-64 switches
+#   BUILD=dir              output directory (default derived from the above)
+#   PREFIX=/usr/local      install prefix
+
+CROSS ?=
+CC := $(if $(CROSS),$(CROSS)gcc,$(CC))
+CXX := $(if $(CROSS),$(CROSS)g++,$(CXX))
+AR := $(CROSS)ar
+CONTEXT ?= asm
+SAN ?=
+VALGRIND ?= 1
+FPU_SAVE ?= 1
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+
+variant := $(if $(CROSS),$(patsubst %-,%,$(CROSS)),native)$(if $(SAN),-$(SAN))$(if $(filter ucontext,$(CONTEXT)),-ucontext)$(if $(filter 0,$(FPU_SAVE)),-nofpu)
+BUILD ?= build/$(variant)
+
+WARN := -Wall -Wextra -Werror
+# `override` so that CFLAGS=... on the command line adds to these rather
+# than dropping the flags the build depends on.
+override CPPFLAGS += -Iinclude -Isrc
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=c11 $(WARN) -fPIC -fvisibility=hidden -pthread
+override LDFLAGS += -pthread
+
+ifeq ($(CONTEXT),ucontext)
+override CPPFLAGS += -DGREENLET_CONTEXT_UCONTEXT=1
+endif
+ifeq ($(VALGRIND),1)
+ifneq ($(wildcard /usr/include/valgrind/valgrind.h),)
+override CPPFLAGS += -DGREENLET_VALGRIND=1
+endif
+endif
+ifeq ($(FPU_SAVE),0)
+override CPPFLAGS += -DGREENLET_NO_FPU_SAVE=1
+endif
+ifeq ($(SAN),asan)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+ifeq ($(SAN),tsan)
+SANFLAGS := -fsanitize=thread
+endif
+override CFLAGS += $(SANFLAGS)
+override LDFLAGS += $(SANFLAGS)
+
+LIB_SRCS := src/greenlet.c src/stack.c src/overflow.c
+# Only the target ISA's switch: an empty object from the other .S would lack
+# the target's GNU property note (BTI/PAC, CET) and turn it off for the .so.
+TARGET_CPU := $(firstword $(subst -, ,$(shell $(CC) -dumpmachine)))
+ASM_SRCS := $(filter src/context_$(TARGET_CPU).S,src/context_x86_64.S src/context_aarch64.S)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(ASM_SRCS:%.S=$(BUILD)/%.o)
+HDRS := include/cgreenlet.h $(wildcard src/*.h)
+
+STATIC := $(BUILD)/libcgreenlet.a
+SHARED := $(BUILD)/libcgreenlet.so
+SONAME := libcgreenlet.so.0
+
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BIN := $(BUILD)/tests/cgreenlet-tests
+
+.PHONY: all lib examples tests check bench install uninstall clean demo test tsan-threads cxx-terminate gdb-target
+all: lib
+lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(filter-out -std=c11,$(CFLAGS)) -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(SHARED): $(LIB_OBJS)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,-z,noexecstack $(LDFLAGS) -o $@ $^
+	ln -sf libcgreenlet.so $(BUILD)/$(SONAME)
+
+$(BUILD)/cgreenlet.pc: cgreenlet.pc.in Makefile
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' $< > $@
+
+examples: $(EXAMPLES)
+$(BUILD)/examples/%: examples/%.c $(STATIC) include/cgreenlet.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDFLAGS)
+
+# The C test suite (Criterion).  Statically linked to the library so one
+# binary exercises exactly this variant.
+tests: $(TEST_BIN)
+$(TEST_BIN): $(TEST_SRCS) tests/helpers.h tests/standalone.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -D_GNU_SOURCE $(TEST_SRCS) -o $@ $(STATIC) $(LDFLAGS) -lcriterion -lm
+
+check: $(TEST_BIN)
+	$(TEST_BIN)
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 644 include/cgreenlet.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libcgreenlet.so.0
+	ln -sf libcgreenlet.so.0 $(DESTDIR)$(LIBDIR)/libcgreenlet.so
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    cgreenlet.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/cgreenlet.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/cgreenlet.h $(DESTDIR)$(LIBDIR)/libcgreenlet.* \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/cgreenlet.pc
+
+bench:
+	scripts/bench.sh
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+clean:
+	rm -rf build
+
+# The thread scenarios as a plain program (ThreadSanitizer cannot host
+# Criterion's runner).
+tsan-threads: $(BUILD)/tests/tsan-threads $(BUILD)/tests/threads-standalone
+$(BUILD)/tests/threads-standalone: tests/test_threads.c tests/standalone.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -D_GNU_SOURCE -DCGREENLET_TEST_STANDALONE $< -o $@ $(STATIC) $(LDFLAGS)
+$(BUILD)/tests/tsan-threads: tests/tsan_threads.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDFLAGS)
+
+# A C++ exception escaping run() must call std::terminate.
+cxx-terminate: $(BUILD)/tests/cxx-terminate
+$(BUILD)/tests/cxx-terminate: tests/cxx_terminate.cpp $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) -O2 -g -Wall -Wextra -Werror $(SANFLAGS) $< -o $@ $(STATIC) $(LDFLAGS)
+
+# gdb backtrace check (tests/gdb_bt.sh).
+gdb-target: $(BUILD)/tests/gdb-target
+$(BUILD)/tests/gdb-target: tests/gdb_target.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer $< -o $@ $(STATIC) $(LDFLAGS)

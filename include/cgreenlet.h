@@ -1,0 +1,187 @@
+/*
+ * cgreenlet.h - greenlets for C programs.
+ *
+ * A greenlet is a stackful micro-thread with explicit switching.  Every OS
+ * thread has an implicit *main* greenlet (the thread's own stack), created on
+ * first use.  Every other greenlet runs on its own guarded stack and has a
+ * *parent*: when its run function finishes, its result (a value or an error)
+ * is delivered to the parent, or to the first live ancestor if the parent is
+ * dead.
+ *
+ * Results of a resume.  greenlet_switch(), greenlet_throw() and greenlet_kill()
+ * suspend the caller; when somebody resumes it again they return one of
+ *
+ *   GREENLET_OK     the resumer sent a value (*out = the value)
+ *   GREENLET_ERROR  the resumer sent an error (*out = the error object)
+ *   GREENLET_EXIT   the resumer asked this greenlet to exit (greenlet_kill);
+ *                   the run function should unwind and return
+ *
+ * or, when the call was refused, a negative GREENLET_E* code; a refused call
+ * changes nothing and the caller was not suspended.  So a caller can always
+ * tell a value from an error from a usage mistake by the return code alone;
+ * value and error pointers are opaque to the library and never inspected.
+ *
+ * Thread rules.  A greenlet belongs to the thread that created it.  Calls
+ * that act on a greenlet of another (live) thread return GREENLET_ETHREAD and
+ * change nothing.  greenlet_destroy() of a greenlet whose thread has exited
+ * may be called from any thread.  The queries (greenlet_parent ...
+ * greenlet_userdata) read the record without a lock: from another thread
+ * they are safe only while the owner cannot change it (it has exited, or it
+ * is blocked on something that orders memory, such as a join or a mutex).
+ * Calling pthread_exit() while a non-main greenlet runs is not supported.
+ */
+#ifndef CGREENLET_H
+#define CGREENLET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define GREENLET_API __attribute__((visibility("default")))
+#else
+#define GREENLET_API
+#endif
+
+#define GREENLET_VERSION_MAJOR 0
+#define GREENLET_VERSION_MINOR 1
+#define GREENLET_VERSION_PATCH 0
+
+/* Outcomes of a resume (>= 0). */
+#define GREENLET_OK 0
+#define GREENLET_ERROR 1
+#define GREENLET_EXIT 2
+
+/* Refusals (< 0): nothing was changed. */
+#define GREENLET_EINVAL (-1)   /* bad argument (NULL, main greenlet, ...) */
+#define GREENLET_ENOMEM (-2)   /* out of memory or address space */
+#define GREENLET_ETHREAD (-3)  /* greenlet belongs to another thread */
+#define GREENLET_ECYCLE (-4)   /* new parent would make a cycle */
+#define GREENLET_EBUSY (-5)    /* greenlet is running or suspended mid-run */
+#define GREENLET_EMAPLIMIT (-6) /* vm.max_map_count reached (mprotect guards) */
+
+typedef struct greenlet greenlet_t;
+
+/*
+ * The body of a greenlet.  It is called on the greenlet's own stack with the
+ * value of the first switch into it.  It returns GREENLET_ERROR to deliver
+ * *result as an error to the parent; any other return value (GREENLET_OK, or
+ * GREENLET_EXIT after a kill) delivers *result as a value.  *result starts as
+ * NULL.
+ */
+typedef int (*greenlet_run_fn)(greenlet_t *self, void *arg, void **result);
+
+/* Creation attributes.  Zero-initialise (or use GREENLET_ATTR_INIT). */
+typedef struct greenlet_attr {
+  size_t stack_size; /* usable bytes; 0 = GREENLET_DEFAULT_STACK_SIZE */
+  const char *name;  /* copied (first 31 bytes); shown in overflow reports */
+} greenlet_attr_t;
+
+#define GREENLET_ATTR_INIT {0, NULL}
+#define GREENLET_DEFAULT_STACK_SIZE ((size_t)256 * 1024)
+#define GREENLET_MIN_STACK_SIZE ((size_t)16 * 1024)
+#define GREENLET_MAX_STACK_SIZE ((size_t)1 << 30)
+
+/* The current greenlet of the calling thread (creating the thread's main
+ * greenlet on first use).  NULL only if that first allocation fails. */
+GREENLET_API greenlet_t *greenlet_current(void);
+
+/* The calling thread's main greenlet (NULL only on allocation failure). */
+GREENLET_API greenlet_t *greenlet_main(void);
+
+/*
+ * Create a greenlet that will call run() on its first switch.  parent NULL
+ * means the current greenlet.  The stack is allocated when the greenlet
+ * starts, not here.  On success stores the new greenlet in *out and returns 0.
+ * Errors: EINVAL (out or run NULL, bad stack size), ETHREAD (parent of another
+ * thread), ENOMEM.
+ */
+GREENLET_API int greenlet_create(greenlet_t **out, greenlet_run_fn run,
+                                 greenlet_t *parent,
+                                 const greenlet_attr_t *attr);
+
+/*
+ * Suspend the current greenlet and resume target with value.  If target is
+ * dead the first live ancestor is resumed instead; if it has not started it
+ * starts with run(target, value, ...).  Switching to the current greenlet
+ * returns GREENLET_OK with *out = value at once.  out may be NULL.
+ * Returns an outcome (see top) when resumed, or EINVAL, ETHREAD, ENOMEM (the
+ * target's stack could not be allocated), EMAPLIMIT.
+ */
+GREENLET_API int greenlet_switch(greenlet_t *target, void *value, void **out);
+
+/*
+ * Like greenlet_switch(), but target's pending switch reports GREENLET_ERROR
+ * with error.  A target that has not started is marked dead without running
+ * and the error goes on to its parent.  Throwing into the current greenlet
+ * returns GREENLET_ERROR with *out = error at once.
+ */
+GREENLET_API int greenlet_throw(greenlet_t *target, void *error, void **out);
+
+/*
+ * Ask target to exit and run it until it has finished unwinding: its pending
+ * switch reports GREENLET_EXIT, and it should return from run.  Its parent is
+ * first set to the current greenlet (unless that would make a cycle), so its
+ * result comes back here: greenlet_kill() returns the outcome it delivers
+ * (GREENLET_OK with its return value, or GREENLET_ERROR).  A greenlet that has
+ * not started is marked dead without running; a dead one is left alone; both
+ * return GREENLET_OK with *out = NULL.  If target switches away instead of
+ * finishing, this returns whatever resumes the caller; check greenlet_dead().
+ * Errors: EINVAL (NULL, main greenlet, the current greenlet), ETHREAD.
+ */
+GREENLET_API int greenlet_kill(greenlet_t *target, void **out);
+
+#define GREENLET_DESTROY_DISCARD 1u
+
+/*
+ * Release the handle returned by greenlet_create().  The memory is freed once
+ * no child greenlet refers to it as parent.  Each handle is destroyed once: a
+ * second call is undefined (it is caught, as EINVAL, only while children
+ * still keep the record).  A greenlet suspended mid-run is
+ * refused with EBUSY unless flags has GREENLET_DESTROY_DISCARD, which frees its
+ * stack without running it again: its pending C frames never return (any
+ * resources they hold are leaked).  Errors: EINVAL (NULL, main greenlet),
+ * EBUSY (the current greenlet, or suspended without DISCARD), ETHREAD (owner
+ * thread still running).  After the owner thread has exited, any thread may
+ * destroy its greenlets.
+ */
+GREENLET_API int greenlet_destroy(greenlet_t *g, unsigned flags);
+
+/* Change g's parent.  Errors: EINVAL (NULL, g is a main greenlet), ETHREAD
+ * (g or parent of another thread), ECYCLE.  A refused call changes nothing. */
+GREENLET_API int greenlet_set_parent(greenlet_t *g, greenlet_t *parent);
+
+/* Queries.  greenlet_parent() is NULL for a main greenlet. */
+GREENLET_API greenlet_t *greenlet_parent(const greenlet_t *g);
+/* started: has left the unstarted state, by running or by dying before it
+ * ran (killed or thrown into); active: started and not dead. */
+GREENLET_API int greenlet_started(const greenlet_t *g);
+GREENLET_API int greenlet_active(const greenlet_t *g);
+GREENLET_API int greenlet_dead(const greenlet_t *g);
+GREENLET_API int greenlet_is_main(const greenlet_t *g);
+GREENLET_API uint64_t greenlet_id(const greenlet_t *g); /* unique, from 1 */
+GREENLET_API const char *greenlet_name(const greenlet_t *g); /* "" if none */
+GREENLET_API int greenlet_owned_by_current_thread(const greenlet_t *g);
+
+/* Bytes of g's stack in use while it is suspended (0 if it has no stack or is
+ * running), and its usable stack size. */
+GREENLET_API size_t greenlet_stack_in_use(const greenlet_t *g);
+GREENLET_API size_t greenlet_stack_size(const greenlet_t *g);
+
+/* Per-greenlet user data, NULL until set. */
+GREENLET_API void *greenlet_userdata(const greenlet_t *g);
+GREENLET_API void greenlet_set_userdata(greenlet_t *g, void *data);
+
+/* A static description of a return code. */
+GREENLET_API const char *greenlet_strerror(int code);
+
+/* The guard mechanism in use: "madvise" (MADV_GUARD_INSTALL), "mprotect". */
+GREENLET_API const char *greenlet_guard_mode(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CGREENLET_H */

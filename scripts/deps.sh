@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# deps.sh GROUP... - make sure the Debian packages a command needs are there.
+# As root it installs what is missing (apt-get install -y); otherwise it names
+# the missing packages and fails.  Groups: build test bench demo.
+set -euo pipefail
+
+declare -A PKGS=(
+  [build]="gcc make libc6-dev pkg-config valgrind"
+  [test]="g++ gdb libcriterion-dev valgrind clang libclang-rt-14-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-user-binfmt"
+  [bench]="g++ libboost-context-dev"
+  [demo]=""
+)
+
+want=()
+for group in "$@"; do
+  [[ -v PKGS[$group] ]] || { echo "deps.sh: unknown group '$group'" >&2; exit 2; }
+  for p in ${PKGS[$group]}; do want+=("$p"); done
+done
+[ ${#want[@]} -gt 0 ] || exit 0
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "cgreenlet needs these Debian packages: ${missing[*]}" >&2
+  echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "== installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# test.sh - every test of cgreenlet, as `make test` runs it (and CI).
+#
+# Stages (each builds its own variant under build/):
+#   native      Criterion suite, assembly switch, full size (1M greenlets)
+#   ucontext    the portable fallback back end
+#   nofpu       x86-64 switch without MXCSR/x87 save
+#   asan        ASan + UBSan
+#   tsan        ThreadSanitizer over the thread tests
+#   valgrind    memcheck over the native suite
+#   aarch64     cross-built, run under qemu-user
+#   examples    every example program (they check their own results)
+# Run a subset: scripts/test.sh native asan
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh build test || exit 1
+
+JOBS=${JOBS:-2}
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples)
+STAGES=("${@:-${ALL[@]}}")
+declare -A RESULT TIME
+
+suite() { # suite BUILD_DIR [criterion args...]
+  local bin=$1/tests/cgreenlet-tests
+  shift
+  "$bin" --jobs "$JOBS" "$@"
+}
+
+stage_native() {
+  make -s tests cxx-terminate gdb-target && suite build/native &&
+    cxx_terminates build/native && tests/gdb_bt.sh build/native/tests/gdb-target
+}
+
+# A C++ exception escaping run() must end in std::terminate (SIGABRT).
+cxx_terminates() {
+  local err rc
+  err=$("$1/tests/cxx-terminate" 2>&1 >/dev/null)
+  rc=$?
+  if [ $rc -eq 134 ] && grep -q "terminate called after throwing" <<<"$err"; then
+    echo "cxx-terminate: std::terminate as expected"
+  else
+    echo "cxx-terminate: expected SIGABRT from std::terminate, got rc=$rc: $err"
+    return 1
+  fi
+}
+stage_ucontext() {
+  make -s tests cxx-terminate CONTEXT=ucontext &&
+    CGREENLET_TEST_LIGHT=1 suite build/native-ucontext && cxx_terminates build/native-ucontext
+}
+stage_nofpu()    { make -s tests FPU_SAVE=0 && CGREENLET_TEST_LIGHT=1 suite build/native-nofpu; }
+stage_asan() {
+  make -s tests SAN=asan &&
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      CGREENLET_TEST_LIGHT=1 suite build/native-asan
+}
+stage_tsan() {
+  # Criterion's worker arena cannot be mapped inside TSan's address layout,
+  # so the thread tests run here as plain programs: tests/tsan_threads.c and
+  # tests/test_threads.c built against tests/standalone.h.
+  # (test_threads.c builds as a plain program too, see tests/standalone.h).
+  make -s tsan-threads SAN=tsan &&
+    TSAN_OPTIONS=halt_on_error=1 build/native-tsan/tests/tsan-threads &&
+    TSAN_OPTIONS=halt_on_error=1:exitcode=66 build/native-tsan/tests/threads-standalone
+}
+stage_valgrind() {
+  # Criterion ignores a worker's exit status once its test has reported, so
+  # --exit-on-first-error makes a memcheck error kill the worker first (the
+  # test then fails).  Leaks are checked on the plain programs below, where
+  # no forked child inherits a heap it did not allocate.
+  make -s tests tsan-threads examples || return 1
+  CGREENLET_TEST_LIGHT=1 valgrind -q --error-exitcode=99 --exit-on-first-error=yes \
+    --trace-children=yes build/native/tests/cgreenlet-tests --jobs "$JOBS" || return 1
+  local prog
+  for prog in build/native/tests/tsan-threads build/native/examples/*; do
+    echo "-- memcheck --leak-check=full $prog"
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+      "$prog" >/dev/null || return 1
+  done
+}
+stage_aarch64()  { scripts/test-aarch64.sh; }
+stage_examples() {
+  make -s examples || return 1
+  local ex rc=0
+  for ex in build/native/examples/*; do
+    echo "-- $ex"
+    "$ex" >/dev/null || { echo "FAILED: $ex"; rc=1; }
+  done
+  return $rc
+}
+
+fail=0
+for s in "${STAGES[@]}"; do
+  echo "=============== $s"
+  start=$(date +%s)
+  if "stage_$s"; then RESULT[$s]=pass; else RESULT[$s]=FAIL; fail=1; fi
+  TIME[$s]=$(( $(date +%s) - start ))
+done
+
+echo
+echo "=============== summary"
+printf '%-12s %-6s %6s\n' stage result seconds
+for s in "${STAGES[@]}"; do printf '%-12s %-6s %6s\n' "$s" "${RESULT[$s]}" "${TIME[$s]}"; done
+exit $fail

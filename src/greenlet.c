@@ -1,0 +1,625 @@
+/*
+ * greenlet.c - greenlet semantics and per-thread state.
+ *
+ * Switching model.  Exactly one greenlet per thread runs: ts->current.  A
+ * switch stores the outcome it carries (status, value) in the thread state,
+ * makes the target current and jumps to its context; the resumed side reads
+ * the outcome back.  A greenlet whose run function returns is marked dead and
+ * jumps to its first live ancestor; its stack cannot be released while still
+ * in use, so it is left in ts->dying and released by whoever runs next
+ * (after_switch()).
+ *
+ * Ownership.  A record is reference counted: one reference for the handle
+ * returned by greenlet_create() (dropped by greenlet_destroy()), one per
+ * child that names it parent.  The main greenlet's handle belongs to the
+ * thread and is dropped at thread exit.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+__thread greenlet__tstate *greenlet__tls
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+
+static pthread_key_t tstate_key;
+static pthread_once_t tstate_key_once = PTHREAD_ONCE_INIT;
+static atomic_ullong next_id = 1;
+
+static void thread_exit(void *arg);
+
+static void make_key(void) {
+  /* Failure leaves thread exit cleanup off; nothing else depends on it. */
+  (void)pthread_key_create(&tstate_key, thread_exit);
+}
+
+/* ---- live list --------------------------------------------------------- */
+
+static void live_link(greenlet__tstate *ts, greenlet_t *g) {
+  g->prev = NULL;
+  g->next = ts->live;
+  if (ts->live)
+    ts->live->prev = g;
+  ts->live = g;
+}
+
+static void live_unlink(greenlet__tstate *ts, greenlet_t *g) {
+  if (g->prev)
+    g->prev->next = g->next;
+  else
+    ts->live = g->next;
+  if (g->next)
+    g->next->prev = g->prev;
+  g->prev = g->next = NULL;
+}
+
+/* ---- records ----------------------------------------------------------- */
+
+static void tstate_free(greenlet__tstate *ts) {
+  pthread_mutex_destroy(&ts->lock);
+  free(ts);
+}
+
+/*
+ * Drops one reference to g and frees every record that reaches zero, walking
+ * up the parent chain (a child held its parent).  Freed records go to the
+ * thread's cache when `cache` is set (owner thread, alive).  Returns the
+ * number of references the freed records held on their thread state, for
+ * the caller to drop (with the lock held after thread exit).
+ */
+static int unref_chain(greenlet__tstate *ts, greenlet_t *g, int cache) {
+  int freed = 0;
+  while (g && --g->refcnt == 0) {
+    greenlet_t *parent = g->parent;
+    if (cache && ts->spare_count < GREENLET__SPARE_MAX) {
+      g->next = ts->spare;
+      ts->spare = g;
+      ts->spare_count++;
+    } else {
+      free(g);
+    }
+    freed++;
+    g = parent;
+  }
+  return freed;
+}
+
+/* Owner thread, alive: no lock needed, the thread holds a reference. */
+static void unref(greenlet__tstate *ts, greenlet_t *g) {
+  ts->refcnt -= unref_chain(ts, g, 1);
+}
+
+/*
+ * A zeroed record with one reference.  Records come from a small per-thread
+ * cache and ids from per-thread blocks: create+finish loops then touch no
+ * allocator lock and no shared cache line.
+ */
+static greenlet_t *record_new(greenlet__tstate *ts) {
+  greenlet_t *g = ts->spare;
+  if (g) {
+    ts->spare = g->next;
+    ts->spare_count--;
+    memset(g, 0, sizeof *g);
+  } else if (!(g = calloc(1, sizeof *g))) {
+    return NULL;
+  }
+  if (ts->next_id == ts->end_id) {
+    ts->next_id = atomic_fetch_add_explicit(&next_id, GREENLET__ID_BLOCK,
+                                            memory_order_relaxed);
+    ts->end_id = ts->next_id + GREENLET__ID_BLOCK;
+  }
+  g->id = ts->next_id++;
+  g->ts = ts;
+  g->refcnt = 1;
+  ts->refcnt++;
+  return g;
+}
+
+static void spare_clear(greenlet__tstate *ts) {
+  while (ts->spare) {
+    greenlet_t *g = ts->spare;
+    ts->spare = g->next;
+    free(g);
+  }
+  ts->spare_count = 0;
+}
+
+/* ---- thread state ------------------------------------------------------ */
+
+/*
+ * Creates the calling thread's state and main greenlet.  The pthread key's
+ * destructor tears them down at thread exit.
+ */
+static greenlet__tstate *tstate_create(void) {
+  pthread_once(&tstate_key_once, make_key);
+  greenlet__tstate *ts = calloc(1, sizeof *ts);
+  if (!ts)
+    return NULL;
+  if (pthread_mutex_init(&ts->lock, NULL) != 0) {
+    free(ts);
+    return NULL;
+  }
+  ts->refcnt = 1;
+  ts->alive = 1;
+  greenlet_t *m = record_new(ts);
+  if (!m) {
+    tstate_free(ts);
+    return NULL;
+  }
+  m->state = GREENLET__ACTIVE;
+  m->flags = GREENLET__MAIN;
+#ifdef GREENLET_TSAN
+  m->tsan_fiber = __tsan_get_current_fiber();
+#endif
+  ts->main = ts->current = m;
+  ts->altstack = greenlet__overflow_setup();
+  (void)pthread_setspecific(tstate_key, ts);
+  greenlet__tls = ts;
+  return ts;
+}
+
+static inline greenlet__tstate *tstate_get(void) {
+  greenlet__tstate *ts = greenlet__tls;
+  return ts ? ts : tstate_create();
+}
+
+#ifdef GREENLET_TSAN
+static void tsan_release_fiber(greenlet_t *g) {
+  if (g->tsan_fiber) {
+    __tsan_destroy_fiber(g->tsan_fiber);
+    g->tsan_fiber = NULL;
+  }
+}
+#else
+#define tsan_release_fiber(g) ((void)0)
+#endif
+
+/*
+ * Thread exit: every greenlet of the thread still suspended loses its stack
+ * without running again (its thread is gone), unstarted ones can never run,
+ * and the main greenlet's handle is dropped.  Records still held by the user
+ * survive, dead, until greenlet_destroy() from another thread.
+ */
+static void thread_exit(void *arg) {
+  greenlet__tstate *ts = arg;
+  pthread_mutex_lock(&ts->lock);
+  ts->alive = 0;
+  while (ts->live) {
+    greenlet_t *g = ts->live;
+    live_unlink(ts, g);
+    greenlet__pool_retire(&ts->pool, &g->stack);
+    tsan_release_fiber(g);
+    g->state = GREENLET__DEAD;
+  }
+  if (ts->dying) {
+    greenlet__pool_retire(&ts->pool, &ts->dying->stack);
+    tsan_release_fiber(ts->dying);
+    ts->dying = NULL;
+  }
+  greenlet__pool_clear(&ts->pool); /* unmaps them all, in address order */
+  greenlet_t *m = ts->main;
+  m->state = GREENLET__DEAD;
+  m->flags |= GREENLET__RELEASED;
+  ts->main = ts->current = NULL;
+  ts->refcnt -= unref_chain(ts, m, 0);
+  spare_clear(ts);
+  greenlet__altstack_free(ts->altstack);
+  ts->altstack = NULL;
+  int last = --ts->refcnt == 0;
+  pthread_mutex_unlock(&ts->lock);
+  greenlet__tls = NULL;
+  if (last)
+    tstate_free(ts);
+}
+
+/* ---- switching --------------------------------------------------------- */
+
+#ifdef GREENLET_CONTEXT_UCONTEXT
+__thread int greenlet__context_status;
+#endif
+
+/*
+ * A greenlet that finished left its stack in ts->dying (it could not give
+ * back the stack it was running on).  Every entry point that may reuse
+ * stacks or free records calls this first.
+ */
+static inline void flush_dying(greenlet__tstate *ts) {
+  greenlet_t *dying = ts->dying;
+  if (dying) {
+    ts->dying = NULL;
+    tsan_release_fiber(dying);
+    greenlet__stack_put(&ts->pool, &dying->stack);
+  }
+}
+
+#ifdef GREENLET_ASAN
+/* Runs on the resumed side of every switch (ASan builds only). */
+static void asan_after_switch(greenlet__tstate *ts, greenlet_t *self) {
+  const void *bottom;
+  size_t size;
+  __sanitizer_finish_switch_fiber(self->asan_fake, &bottom, &size);
+  greenlet_t *origin = ts->origin;
+  if (origin && (origin->flags & GREENLET__MAIN) && !origin->asan_bottom) {
+    origin->asan_bottom = bottom;
+    origin->asan_size = size;
+  }
+}
+#endif
+
+/*
+ * Suspends `from` and resumes `to` with (status, value); returns the outcome
+ * `from` is resumed with later.  The value goes straight into the pointer
+ * `to` is waiting with (or to run()'s argument if `to` starts now); the
+ * status comes back as the context switch's return value.  Callers tail-call
+ * this so the jump returns directly to the user's call site; nothing may
+ * need doing after it on the resumed side (ASan builds excepted).
+ */
+static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
+                           greenlet_t *to, int status, void *value,
+                           void **out) {
+  from->out = out;
+  if (to->out)
+    *to->out = value;
+  ts->start_value = value;
+  ts->current = to;
+#ifdef GREENLET_TSAN
+  __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+#ifdef GREENLET_ASAN
+  ts->origin = from;
+  const void *bottom = to->stack.base ? to->stack.lo : to->asan_bottom;
+  size_t size = to->stack.base ? to->stack.size : to->asan_size;
+  __sanitizer_start_switch_fiber(ts->dying == from ? NULL : &from->asan_fake,
+                                 bottom, size);
+  status = greenlet__context_swap(&from->ctx, &to->ctx, status);
+  asan_after_switch(ts, from);
+  return status;
+#else
+  return greenlet__context_swap(&from->ctx, &to->ctx, status);
+#endif
+}
+
+/* Gives an unstarted greenlet its stack and initial context. */
+static int prepare_start(greenlet__tstate *ts, greenlet_t *g) {
+  int rc = greenlet__stack_get(&ts->pool, g->stack_size, &g->stack);
+  if (rc != 0)
+    return rc;
+  if (greenlet__context_make(&g->ctx, g->stack.lo, g->stack.size) != 0) {
+    greenlet__stack_put(&ts->pool, &g->stack);
+    return GREENLET_ENOMEM;
+  }
+#ifdef GREENLET_TSAN
+  g->tsan_fiber = __tsan_create_fiber(0);
+#endif
+  g->out = NULL;
+  g->state = GREENLET__ACTIVE;
+  return 0;
+}
+
+/* An unstarted greenlet that will never run: thrown into, or killed. */
+static void kill_unstarted(greenlet__tstate *ts, greenlet_t *g) {
+  live_unlink(ts, g);
+  g->state = GREENLET__DEAD;
+}
+
+/*
+ * The general path of switch, throw and kill.  Walks from target to the
+ * greenlet that really receives the outcome (dead ones pass it on to their
+ * parent; unstarted ones thrown into die without running) and jumps there.
+ */
+static __attribute__((noinline)) int resume_slow(greenlet__tstate *ts,
+                                                 greenlet_t *target,
+                                                 int status, void *value,
+                                                 void **out) {
+  flush_dying(ts);
+  for (;;) {
+    if (target->state == GREENLET__DEAD) {
+      target = target->parent;
+    } else if (target->state == GREENLET__UNSTARTED && status != GREENLET_OK) {
+      greenlet_t *parent = target->parent;
+      kill_unstarted(ts, target);
+      target = parent;
+    } else {
+      break;
+    }
+  }
+  greenlet_t *cur = ts->current;
+  if (target == cur) {
+    if (out)
+      *out = value;
+    return status;
+  }
+  if (target->state == GREENLET__UNSTARTED) {
+    int rc = prepare_start(ts, target);
+    if (rc != 0)
+      return rc;
+  }
+  return transfer(ts, cur, target, status, value, out);
+}
+
+/* The common case inline (a suspended target, nothing to clean up), so the
+ * switch path saves no registers of its own; everything else goes to
+ * resume_slow(). */
+static inline int resume(greenlet__tstate *ts, greenlet_t *target, int status,
+                         void *value, void **out) {
+  greenlet_t *cur = ts->current;
+  if (__builtin_expect(target->state == GREENLET__ACTIVE && target != cur &&
+                           !ts->dying,
+                       1))
+    return transfer(ts, cur, target, status, value, out);
+  return resume_slow(ts, target, status, value, out);
+}
+
+/*
+ * A run function returned: hand its outcome to the first ancestor able to
+ * take it.  An unstarted ancestor starts with a value, dies with an error,
+ * and is passed over (left unstarted) if its stack cannot be had.
+ */
+__attribute__((noreturn)) static void finish(greenlet__tstate *ts,
+                                             greenlet_t *g, int status,
+                                             void *value) {
+  g->state = GREENLET__DEAD;
+  live_unlink(ts, g);
+  greenlet_t *t = g->parent;
+  for (;;) {
+    if (t->state == GREENLET__DEAD) {
+      t = t->parent;
+    } else if (t->state == GREENLET__UNSTARTED) {
+      greenlet_t *parent = t->parent;
+      if (status != GREENLET_OK)
+        kill_unstarted(ts, t);
+      else if (prepare_start(ts, t) == 0)
+        break;
+      t = parent;
+    } else {
+      break;
+    }
+  }
+  ts->dying = g;
+  transfer(ts, g, t, status, value, NULL);
+  abort(); /* a dead greenlet is never resumed */
+}
+
+void greenlet__entry(void) {
+  greenlet__tstate *ts = greenlet__tls;
+  greenlet_t *g = ts->current;
+#ifdef GREENLET_ASAN
+  g->asan_fake = NULL;
+  asan_after_switch(ts, g);
+#endif
+  void *result = NULL;
+  int rc = g->run(g, ts->start_value, &result);
+  finish(ts, g, rc == GREENLET_ERROR ? GREENLET_ERROR : GREENLET_OK, result);
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+greenlet_t *greenlet_current(void) {
+  greenlet__tstate *ts = tstate_get();
+  return ts ? ts->current : NULL;
+}
+
+greenlet_t *greenlet_main(void) {
+  greenlet__tstate *ts = tstate_get();
+  return ts ? ts->main : NULL;
+}
+
+int greenlet_create(greenlet_t **out, greenlet_run_fn run, greenlet_t *parent,
+                    const greenlet_attr_t *attr) {
+  if (!out || !run)
+    return GREENLET_EINVAL;
+  size_t size = attr && attr->stack_size ? attr->stack_size
+                                         : GREENLET_DEFAULT_STACK_SIZE;
+  if (size < GREENLET_MIN_STACK_SIZE || size > GREENLET_MAX_STACK_SIZE)
+    return GREENLET_EINVAL;
+  greenlet__tstate *ts = tstate_get();
+  if (!ts)
+    return GREENLET_ENOMEM;
+  if (!parent)
+    parent = ts->current;
+  else if (parent->ts != ts)
+    return GREENLET_ETHREAD;
+  flush_dying(ts);
+  greenlet_t *g = record_new(ts);
+  if (!g)
+    return GREENLET_ENOMEM;
+  g->run = run;
+  g->parent = parent;
+  parent->refcnt++;
+  g->stack_size = greenlet__stack_round(size);
+  if (attr && attr->name) {
+    strncpy(g->name, attr->name, sizeof g->name - 1);
+    g->name[sizeof g->name - 1] = '\0';
+  }
+  live_link(ts, g);
+  *out = g;
+  return 0;
+}
+
+int greenlet_switch(greenlet_t *target, void *value, void **out) {
+  if (!target)
+    return GREENLET_EINVAL;
+  greenlet__tstate *ts = greenlet__tls;
+  if (target->ts != ts)
+    return GREENLET_ETHREAD;
+  return resume(ts, target, GREENLET_OK, value, out);
+}
+
+int greenlet_throw(greenlet_t *target, void *error, void **out) {
+  if (!target)
+    return GREENLET_EINVAL;
+  greenlet__tstate *ts = greenlet__tls;
+  if (target->ts != ts)
+    return GREENLET_ETHREAD;
+  return resume(ts, target, GREENLET_ERROR, error, out);
+}
+
+/* Is a an ancestor of (or equal to) b? */
+static int is_ancestor(const greenlet_t *a, const greenlet_t *b) {
+  for (; b; b = b->parent)
+    if (a == b)
+      return 1;
+  return 0;
+}
+
+static void set_parent(greenlet__tstate *ts, greenlet_t *g, greenlet_t *p) {
+  greenlet_t *old = g->parent;
+  p->refcnt++;
+  g->parent = p;
+  unref(ts, old);
+}
+
+int greenlet_kill(greenlet_t *target, void **out) {
+  if (!target)
+    return GREENLET_EINVAL;
+  greenlet__tstate *ts = greenlet__tls;
+  if (target->ts != ts)
+    return GREENLET_ETHREAD;
+  if ((target->flags & GREENLET__MAIN) || target == ts->current)
+    return GREENLET_EINVAL;
+  flush_dying(ts);
+  if (target->state != GREENLET__ACTIVE) {
+    if (target->state == GREENLET__UNSTARTED)
+      kill_unstarted(ts, target);
+    if (out)
+      *out = NULL;
+    return GREENLET_OK;
+  }
+  /* Route its result back here, unless we descend from it. */
+  if (!is_ancestor(target, ts->current))
+    set_parent(ts, target, ts->current);
+  return resume(ts, target, GREENLET_EXIT, NULL, out);
+}
+
+int greenlet_destroy(greenlet_t *g, unsigned flags) {
+  if (!g || (flags & ~GREENLET_DESTROY_DISCARD))
+    return GREENLET_EINVAL;
+  greenlet__tstate *ts = g->ts;
+  if (ts != greenlet__tls) {
+    /* Only allowed once the owner thread is gone. */
+    pthread_mutex_lock(&ts->lock);
+    if (ts->alive) {
+      pthread_mutex_unlock(&ts->lock);
+      return GREENLET_ETHREAD;
+    }
+    if (g->flags & (GREENLET__MAIN | GREENLET__RELEASED)) {
+      pthread_mutex_unlock(&ts->lock);
+      return GREENLET_EINVAL;
+    }
+    g->flags |= GREENLET__RELEASED;
+    ts->refcnt -= unref_chain(ts, g, 0);
+    int last = ts->refcnt == 0;
+    pthread_mutex_unlock(&ts->lock);
+    if (last)
+      tstate_free(ts);
+    return 0;
+  }
+  if (g->flags & (GREENLET__MAIN | GREENLET__RELEASED))
+    return GREENLET_EINVAL;
+  if (g == ts->current)
+    return GREENLET_EBUSY;
+  flush_dying(ts);
+  if (g->state == GREENLET__ACTIVE) {
+    if (!(flags & GREENLET_DESTROY_DISCARD))
+      return GREENLET_EBUSY;
+    live_unlink(ts, g);
+    tsan_release_fiber(g);
+    greenlet__stack_put(&ts->pool, &g->stack);
+    g->state = GREENLET__DEAD;
+  } else if (g->state == GREENLET__UNSTARTED) {
+    live_unlink(ts, g);
+    g->state = GREENLET__DEAD;
+  }
+  g->flags |= GREENLET__RELEASED;
+  unref(ts, g);
+  return 0;
+}
+
+int greenlet_set_parent(greenlet_t *g, greenlet_t *parent) {
+  if (!g || !parent)
+    return GREENLET_EINVAL;
+  greenlet__tstate *ts = greenlet__tls;
+  if (g->ts != ts || parent->ts != ts)
+    return GREENLET_ETHREAD;
+  if (g->flags & GREENLET__MAIN)
+    return GREENLET_EINVAL;
+  if (is_ancestor(g, parent))
+    return GREENLET_ECYCLE;
+  flush_dying(ts);
+  set_parent(ts, g, parent);
+  return 0;
+}
+
+greenlet_t *greenlet_parent(const greenlet_t *g) { return g ? g->parent : NULL; }
+
+int greenlet_started(const greenlet_t *g) {
+  return g && g->state != GREENLET__UNSTARTED;
+}
+
+int greenlet_active(const greenlet_t *g) {
+  return g && g->state == GREENLET__ACTIVE;
+}
+
+int greenlet_dead(const greenlet_t *g) {
+  return g && g->state == GREENLET__DEAD;
+}
+
+int greenlet_is_main(const greenlet_t *g) {
+  return g && (g->flags & GREENLET__MAIN) != 0;
+}
+
+uint64_t greenlet_id(const greenlet_t *g) { return g ? g->id : 0; }
+
+const char *greenlet_name(const greenlet_t *g) { return g ? g->name : ""; }
+
+int greenlet_owned_by_current_thread(const greenlet_t *g) {
+  return g && g->ts == greenlet__tls;
+}
+
+size_t greenlet_stack_in_use(const greenlet_t *g) {
+  if (!g || !g->stack.base || g->state != GREENLET__ACTIVE ||
+      g == g->ts->current)
+    return 0;
+  const char *sp = greenlet__context_sp(&g->ctx);
+  return (size_t)(g->stack.lo + g->stack.size - sp);
+}
+
+size_t greenlet_stack_size(const greenlet_t *g) {
+  return g && !(g->flags & GREENLET__MAIN) ? g->stack_size : 0;
+}
+
+void *greenlet_userdata(const greenlet_t *g) { return g ? g->userdata : NULL; }
+
+void greenlet_set_userdata(greenlet_t *g, void *data) {
+  if (g)
+    g->userdata = data;
+}
+
+const char *greenlet_strerror(int code) {
+  switch (code) {
+  case GREENLET_OK:
+    return "resumed with a value";
+  case GREENLET_ERROR:
+    return "resumed with an error";
+  case GREENLET_EXIT:
+    return "asked to exit";
+  case GREENLET_EINVAL:
+    return "invalid argument";
+  case GREENLET_ENOMEM:
+    return "out of memory";
+  case GREENLET_ETHREAD:
+    return "greenlet belongs to another thread";
+  case GREENLET_ECYCLE:
+    return "cyclic parent chain";
+  case GREENLET_EBUSY:
+    return "greenlet is running or suspended";
+  case GREENLET_EMAPLIMIT:
+    return "vm.max_map_count reached";
+  default:
+    return "unknown code";
+  }
+}
+
+const char *greenlet_guard_mode(void) { return greenlet__guard_mode(); }

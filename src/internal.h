@@ -1,0 +1,82 @@
+/*
+ * internal.h - the greenlet record and the per-thread state, shared by
+ * greenlet.c (semantics, thread state) and overflow.c (the guard-page
+ * reporter, which reads the current greenlet from a signal handler).
+ */
+#ifndef GREENLET_INTERNAL_H
+#define GREENLET_INTERNAL_H
+
+#include "cgreenlet.h"
+#include "context.h"
+#include "sanitizer.h"
+#include "stack.h"
+
+#include <pthread.h>
+
+enum { GREENLET__UNSTARTED = 0, GREENLET__ACTIVE = 1, GREENLET__DEAD = 2 };
+
+enum {
+  GREENLET__MAIN = 1u,     /* the thread's main greenlet */
+  GREENLET__RELEASED = 2u, /* greenlet_destroy() was called on the handle */
+};
+
+typedef struct greenlet__tstate greenlet__tstate;
+
+#define GREENLET__SPARE_MAX 64   /* freed records cached per thread */
+#define GREENLET__ID_BLOCK 1024u /* ids taken from the global counter at once */
+
+struct greenlet {
+  greenlet__context ctx; /* first: the switch path touches it most */
+  greenlet__tstate *ts;  /* owner thread; never changes */
+  greenlet_t *parent;    /* strong reference; NULL only for main */
+  greenlet_run_fn run;
+  void *userdata;
+  void **out; /* where the value resuming this greenlet goes (may be NULL) */
+  greenlet__stack stack; /* base == NULL: no stack (unstarted, dead, main) */
+  size_t stack_size;     /* usable size to allocate at start */
+  unsigned long long id;
+  int refcnt; /* 1 for the handle + 1 per child naming it parent */
+  unsigned char state;
+  unsigned char flags;
+  greenlet_t *prev, *next; /* ts->live: unstarted and active, not main */
+#ifdef GREENLET_ASAN
+  void *asan_fake;         /* fake stack saved while suspended */
+  const void *asan_bottom; /* main greenlet: learnt on first switch away */
+  size_t asan_size;
+#endif
+#ifdef GREENLET_TSAN
+  void *tsan_fiber;
+#endif
+  char name[32];
+};
+
+struct greenlet__tstate {
+  greenlet_t *current;
+  greenlet_t *main;
+  void *start_value; /* run()'s argument for a greenlet starting now */
+  /* A greenlet that finished: it could not release the stack it ran on, so
+   * the next call into the library returns it to the pool. */
+  greenlet_t *dying;
+#ifdef GREENLET_ASAN
+  greenlet_t *origin; /* the greenlet the last switch left */
+#endif
+  greenlet_t *live; /* list of unstarted and active greenlets */
+  greenlet_t *spare; /* freed records kept for reuse (linked by next) */
+  unsigned spare_count;
+  unsigned long long next_id, end_id; /* this thread's block of ids */
+  greenlet__pool pool;
+  void *altstack;
+  /* Lifetime: one reference for the running thread and one per greenlet
+   * record.  After the thread has exited, records are freed from other
+   * threads under `lock`. */
+  pthread_mutex_t lock;
+  int refcnt;
+  int alive;
+};
+
+/* The calling thread's state (NULL until its first greenlet call).
+ * initial-exec: the switch path reads it, and so does the SIGSEGV handler. */
+extern __thread greenlet__tstate *greenlet__tls
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+
+#endif /* GREENLET_INTERNAL_H */

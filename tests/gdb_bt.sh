@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# gdb_bt.sh BIN - gdb's backtrace inside a greenlet ends cleanly at the
+# greenlet's entry trampoline (its return address is marked undefined), with
+# no "corrupt stack" or runaway frames.
+set -uo pipefail
+bin=$1
+out=$(gdb -nx -batch -ex 'break stop_here' -ex run -ex bt "$bin" 2>&1)
+bt=$(grep -E '^#[0-9]+ ' <<<"$out")
+last=$(tail -n 1 <<<"$bt")
+if grep -qiE 'corrupt|previous frame identical|Cannot access memory' <<<"$out"; then
+  echo "gdb_bt: bad backtrace:"; echo "$out"; exit 1
+fi
+if ! grep -q 'greenlet__context_trampoline' <<<"$last"; then
+  echo "gdb_bt: last frame is not the greenlet entry trampoline:"; echo "$bt"; exit 1
+fi
+if ! grep -q 'descend' <<<"$bt"; then
+  echo "gdb_bt: nested frames missing:"; echo "$bt"; exit 1
+fi
+echo "gdb_bt: backtrace stops at the greenlet entry ($(wc -l <<<"$bt") frames)"
