@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "procfs.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define LIMITS_ASAN 1
@@ -43,52 +44,6 @@
 #endif
 #endif
 
-/* ---- /proc/self readings ----------------------------------------------- */
-
-static long proc_count_lines(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return -1;
-  long n = 0;
-  int c;
-  while ((c = getc(f)) != EOF)
-    n += c == '\n';
-  fclose(f);
-  return n;
-}
-
-static long map_count(void) { return proc_count_lines("/proc/self/maps"); }
-
-static long max_map_count(void) {
-  long v = -1;
-  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-  if (f) {
-    if (fscanf(f, "%ld", &v) != 1)
-      v = -1;
-    fclose(f);
-  }
-  return v;
-}
-
-/* VmSize in bytes (-1 if unreadable). */
-static long long vm_size_bytes(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  if (!f)
-    return -1;
-  char line[256];
-  long long kib = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmSize: %lld kB", &kib) == 1)
-      break;
-  fclose(f);
-  return kib < 0 ? -1 : kib * 1024;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- forked children --------------------------------------------------- */
 

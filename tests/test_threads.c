@@ -30,6 +30,7 @@
 #else
 #include "standalone.h"
 #endif
+#include "procfs.h"
 
 /* ---- failure recording from any thread --------------------------------- */
 
@@ -121,38 +122,6 @@ static void join_thread(pthread_t t) {
 #define MAPS_MEANINGFUL 1
 #endif
 
-/* VmSize of this process in KiB (-1 if unreadable). */
-static long vm_size_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  if (!f)
-    return -1;
-  char line[256];
-  long kib = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmSize: %ld kB", &kib) == 1)
-      break;
-  fclose(f);
-  return kib;
-}
-
-/* Number of lines of /proc/self/maps (-1 if unreadable). */
-static long map_count(void) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  if (!f)
-    return -1;
-  long n = 0;
-  int c;
-  while ((c = getc(f)) != EOF)
-    n += c == '\n';
-  fclose(f);
-  return n;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* A body that parks: echoes every value back to its parent until it is
  * asked to exit (result: its first argument) or thrown into (result: the
@@ -735,7 +704,7 @@ static void *as_owner(void *arg) {
     TCHECK_RC(greenlet_switch(s->g[i], P(i), NULL), GREENLET_OK);
     s->n_parked += greenlet_active(s->g[i]);
   }
-  s->vm_parked_kib = vm_size_kib();
+  s->vm_parked_kib = (vm_size_bytes() / 1024);
   s->maps_parked = map_count();
   return NULL;
 }
@@ -756,7 +725,7 @@ Test(threads, thread_exit_releases_stack_address_space) {
   pthread_t t;
   start_small_thread(&t, warm_up, NULL);
   join_thread(t);
-  long vm_before = vm_size_kib(), maps_before = map_count();
+  long vm_before = (vm_size_bytes() / 1024), maps_before = map_count();
   cr_assert(vm_before > 0 && maps_before > 0, "cannot read /proc/self");
 
   static as_state s;
@@ -765,7 +734,7 @@ Test(threads, thread_exit_releases_stack_address_space) {
   join_thread(t);
   ASSERT_NO_TFAIL();
   cr_assert_eq(s.n_parked, AS_GREENLETS);
-  long vm_after = vm_size_kib(), maps_after = map_count();
+  long vm_after = (vm_size_bytes() / 1024), maps_after = map_count();
   long grown = s.vm_parked_kib - vm_before;
   long want = (long)(AS_GREENLETS * (AS_STACK / 1024)) * 9 / 10;
   cr_assert_geq(grown, want,
@@ -833,7 +802,7 @@ Test(threads, thread_calling_only_current_exits_cleanly) {
   /* Warm up glibc (thread stack cache), then measure. */
   current_only_batch(cs, 16);
   current_only_batch(cs, 1);
-  long vm_before = vm_size_kib(), maps_before = map_count();
+  long vm_before = (vm_size_bytes() / 1024), maps_before = map_count();
   cr_assert(vm_before > 0 && maps_before > 0, "cannot read /proc/self");
   /* Every main greenlet gets an id never given before, even though the
    * earlier threads (and their records) are gone. */
@@ -851,7 +820,7 @@ Test(threads, thread_calling_only_current_exits_cleanly) {
       cr_assert_neq(ids[i], ids[j], "id %llu given twice",
                     (unsigned long long)ids[i]);
   }
-  long vm_after = vm_size_kib(), maps_after = map_count();
+  long vm_after = (vm_size_bytes() / 1024), maps_after = map_count();
   /* Per-thread state is released at exit: 500 leaked 64 KiB alternate
    * signal stacks would add 32 MiB here (even if their mappings merged). */
   if (MAPS_MEANINGFUL)
