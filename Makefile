@@ -73,7 +73,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: all lib examples tests check bench install uninstall clean demo test tsan-threads cxx-terminate gdb-target
+.PHONY: all lib examples tests check bench install uninstall clean demo test python test-python tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -124,6 +124,18 @@ install: lib
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/cgreenlet.h $(DESTDIR)$(LIBDIR)/libcgreenlet.* \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/cgreenlet.pc
+
+# The drop-in greenlet module, built in-tree for one interpreter (default:
+# Debian's, where its gevent and eventlet live) into build/python-X.Y.
+PYTHON ?= /usr/bin/python3
+PYVER = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+python:
+	$(PYTHON) setup.py -q build --build-base build/python-$(PYVER)-tmp \
+	    --build-lib build/python-$(PYVER)
+	@echo "greenlet module: build/python-$(PYVER)/greenlet"
+
+test-python: python
+	scripts/test-python.sh --python $(PYTHON)
 
 bench:
 	scripts/bench.sh

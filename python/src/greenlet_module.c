@@ -1,0 +1,1188 @@
+/*
+ * greenlet_module.c - greenlet._greenlet: the drop-in greenlet 2.0.2 module
+ * for CPython, on libcgreenlet.
+ *
+ * Each Python greenlet owns a core greenlet (its own guarded stack); a
+ * switch saves the interpreter state of the running greenlet (pystate.h),
+ * switches the core, and the resumed side restores its own.  Values and
+ * exceptions travel through slots of the per-thread state (cg_thread): both
+ * sides hold the GIL, on one thread, so nothing else can touch them between
+ * the store and the load.  The core's value pointers are unused.
+ *
+ * ABI (REFERENCE.md 1): PyGreenlet is {PyObject_HEAD; weakreflist; dict;
+ * pimpl} (40 bytes), greenlet.greenlet is a static type, and the 12-slot
+ * _C_API capsule is what compiled users (gevent) call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <string.h>
+#include <time.h>
+
+#include "cgreenlet.h"
+#include "pystate.h"
+
+#define CG_VERSION "0.1.0"
+/* Bytes of stack per Python greenlet: room for the interpreter to reach its
+ * recursion limit through C recursion (map, sorted(key=), __getattr__ ...)
+ * before the guard page; untouched pages cost address space only. */
+#define CG_STACK_SIZE ((size_t)8 << 20)
+
+typedef struct cg_impl cg_impl;
+typedef struct cg_thread cg_thread;
+
+typedef struct {
+  PyObject_HEAD
+  PyObject *weakreflist;
+  PyObject *dict;
+  cg_impl *pimpl;
+} PyGreenlet;
+
+struct cg_impl {
+  greenlet_t *core;   /* NULL once the owner thread has gone */
+  cg_thread *thread;  /* owner (borrowed; NULL once it has gone) */
+  PyObject *run;      /* until started */
+  PyGreenlet *parent; /* strong; NULL for a main greenlet */
+  cg_pystate st;      /* interpreter state while suspended */
+  int is_main;
+  int thread_gone;    /* the owner thread exited */
+  cg_impl *prev, *next; /* all greenlet objects of the owner thread */
+  PyGreenlet *self;     /* borrowed */
+};
+
+/* Per (OS thread, interpreter thread state): lives in the thread state's
+ * dict, so CPython drops it when the thread ends. */
+struct cg_thread {
+  PyObject_HEAD
+  PyThreadState *tstate;
+  PyGreenlet *main;
+  PyGreenlet *current; /* strong */
+  PyGreenlet *origin;  /* greenlet the last switch left (strong, transient) */
+  PyObject *tracefunc;
+  cg_impl *all;        /* list of this thread's greenlet objects */
+  /* Switch slots. */
+  PyObject *xfer_args, *xfer_kwargs;          /* a value: args, kwargs */
+  PyObject *xfer_type, *xfer_value, *xfer_tb; /* an exception */
+  PyObject *deleteme; /* list of greenlets to kill, queued by other threads */
+};
+
+static PyTypeObject PyGreenlet_Type;
+static PyTypeObject cg_thread_Type;
+static PyObject *PyExc_GreenletError;
+static PyObject *PyExc_GreenletExit;
+static PyObject *str_run, *thread_key, *empty_tuple;
+static Py_ssize_t total_main_greenlets;
+static __thread cg_thread *cg_tls;
+
+#define IMPL(g) (((PyGreenlet *)(g))->pimpl)
+#define GREENLET_CHECK(o) PyObject_TypeCheck((o), &PyGreenlet_Type)
+
+/* ---- per-thread state ---------------------------------------------------- */
+
+static PyGreenlet *green_alloc(PyTypeObject *type);
+static void impl_link(cg_thread *th, cg_impl *impl);
+static void process_deleteme(cg_thread *th);
+
+/* The calling thread's state, created (with its main greenlet) on first
+ * use.  NULL with an exception set on failure. */
+static cg_thread *thread_get(void) {
+  PyThreadState *ts = PyThreadState_Get();
+  cg_thread *th = cg_tls;
+  if (th && th->tstate == ts)
+    return th;
+  PyObject *dict = PyThreadState_GetDict();
+  if (!dict) {
+    PyErr_SetString(PyExc_RuntimeError, "greenlet: no thread state dict");
+    return NULL;
+  }
+  th = (cg_thread *)PyDict_GetItemWithError(dict, thread_key);
+  if (th) {
+    cg_tls = th;
+    return th;
+  }
+  if (PyErr_Occurred())
+    return NULL;
+  greenlet_t *core_main = greenlet_current();
+  if (!core_main)
+    return (cg_thread *)PyErr_NoMemory();
+  th = PyObject_New(cg_thread, &cg_thread_Type);
+  if (!th)
+    return NULL;
+  th->tstate = ts;
+  th->main = th->current = th->origin = NULL;
+  th->tracefunc = NULL;
+  th->all = NULL;
+  th->xfer_args = th->xfer_kwargs = NULL;
+  th->xfer_type = th->xfer_value = th->xfer_tb = NULL;
+  th->deleteme = PyList_New(0);
+  PyGreenlet *m = th->deleteme ? green_alloc(&PyGreenlet_Type) : NULL;
+  if (!m) {
+    Py_DECREF(th);
+    return NULL;
+  }
+  cg_impl *mi = m->pimpl;
+  mi->core = core_main;
+  mi->is_main = 1;
+  greenlet_set_userdata(core_main, m);
+  impl_link(th, mi);
+  th->main = m; /* the reference green_alloc returned */
+  Py_INCREF(m);
+  th->current = m;
+  total_main_greenlets++;
+  if (PyDict_SetItem(dict, thread_key, (PyObject *)th) < 0) {
+    Py_DECREF(th);
+    return NULL;
+  }
+  Py_DECREF(th); /* the dict keeps it */
+  cg_tls = th;
+  return th;
+}
+
+/*
+ * The thread is ending (CPython clears its dict): its greenlets can never
+ * run again.  Suspended ones lose their stacks without running (their
+ * Python frames are leaked, as with stock greenlet); every object is marked
+ * as belonging to a gone thread.
+ */
+static void cg_thread_dealloc(cg_thread *th) {
+  if (cg_tls == th)
+    cg_tls = NULL;
+  for (cg_impl *i = th->all; i; i = i->next) {
+    i->thread = NULL;
+    i->thread_gone = 1;
+    if (i->core && !i->is_main)
+      greenlet_destroy(i->core, GREENLET_DESTROY_DISCARD);
+    i->core = NULL;
+  }
+  th->all = NULL;
+  total_main_greenlets--;
+  Py_CLEAR(th->origin);
+  Py_CLEAR(th->current);
+  Py_CLEAR(th->main);
+  Py_CLEAR(th->tracefunc);
+  Py_CLEAR(th->xfer_args);
+  Py_CLEAR(th->xfer_kwargs);
+  Py_CLEAR(th->xfer_type);
+  Py_CLEAR(th->xfer_value);
+  Py_CLEAR(th->xfer_tb);
+  Py_CLEAR(th->deleteme);
+  PyObject_Free(th);
+}
+
+static PyTypeObject cg_thread_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "greenlet._greenlet._ThreadState",
+    .tp_basicsize = sizeof(cg_thread),
+    .tp_dealloc = (destructor)cg_thread_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+};
+
+static void impl_link(cg_thread *th, cg_impl *impl) {
+  impl->thread = th;
+  impl->prev = NULL;
+  impl->next = th->all;
+  if (th->all)
+    th->all->prev = impl;
+  th->all = impl;
+}
+
+static void impl_unlink(cg_impl *impl) {
+  cg_thread *th = impl->thread;
+  if (!th)
+    return;
+  if (impl->prev)
+    impl->prev->next = impl->next;
+  else
+    th->all = impl->next;
+  if (impl->next)
+    impl->next->prev = impl->prev;
+  impl->prev = impl->next = NULL;
+}
+
+/* ---- state queries -------------------------------------------------------- */
+
+static int g_started(cg_impl *i) {
+  return i->is_main || i->thread_gone || (i->core && greenlet_started(i->core));
+}
+
+static int g_active(cg_impl *i) {
+  return i->core && !i->thread_gone && greenlet_active(i->core);
+}
+
+static int g_dead(cg_impl *i) { return g_started(i) && !g_active(i); }
+
+/* ---- switching ------------------------------------------------------------ */
+
+static void slots_clear(cg_thread *th) {
+  Py_CLEAR(th->xfer_args);
+  Py_CLEAR(th->xfer_kwargs);
+  Py_CLEAR(th->xfer_type);
+  Py_CLEAR(th->xfer_value);
+  Py_CLEAR(th->xfer_tb);
+}
+
+/* What switch() returns for the values in the slots: no args -> (), one
+ * arg -> it, only kwargs -> the dict, both -> (args, kwargs).  Exceptions in
+ * the slots are raised instead. */
+static PyObject *slots_take(cg_thread *th) {
+  if (th->xfer_type) {
+    PyErr_Restore(th->xfer_type, th->xfer_value, th->xfer_tb);
+    th->xfer_type = th->xfer_value = th->xfer_tb = NULL;
+    Py_CLEAR(th->xfer_args);
+    Py_CLEAR(th->xfer_kwargs);
+    return NULL;
+  }
+  PyObject *args = th->xfer_args, *kwargs = th->xfer_kwargs;
+  th->xfer_args = th->xfer_kwargs = NULL;
+  if (!args)
+    args = Py_NewRef(empty_tuple);
+  if (kwargs && PyDict_GET_SIZE(kwargs) == 0)
+    Py_CLEAR(kwargs);
+  if (!kwargs) {
+    if (PyTuple_GET_SIZE(args) == 1) {
+      PyObject *r = Py_NewRef(PyTuple_GET_ITEM(args, 0));
+      Py_DECREF(args);
+      return r;
+    }
+    return args;
+  }
+  if (PyTuple_GET_SIZE(args) == 0) {
+    Py_DECREF(args);
+    return kwargs;
+  }
+  PyObject *r = PyTuple_Pack(2, args, kwargs);
+  Py_DECREF(args);
+  Py_DECREF(kwargs);
+  return r;
+}
+
+/* Calls the thread's tracer for a switch that just arrived here.  A tracer
+ * that raises is removed, and its exception replaces what was sent. */
+static int call_tracer(cg_thread *th, const char *event, PyGreenlet *origin,
+                       PyGreenlet *target) {
+  PyObject *tracer = th->tracefunc;
+  if (!tracer || !origin)
+    return 0;
+  Py_INCREF(tracer);
+  PyObject *exc_t, *exc_v, *exc_tb;
+  PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+  PyObject *r = PyObject_CallFunction(tracer, "s(OO)", event, origin, target);
+  Py_DECREF(tracer);
+  if (!r) {
+    Py_CLEAR(th->tracefunc);
+    Py_XDECREF(exc_t);
+    Py_XDECREF(exc_v);
+    Py_XDECREF(exc_tb);
+    slots_clear(th);
+    return -1;
+  }
+  Py_DECREF(r);
+  PyErr_Restore(exc_t, exc_v, exc_tb);
+  return 0;
+}
+
+static PyObject *core_error(int rc) {
+  if (rc == GREENLET_ENOMEM)
+    return PyErr_NoMemory();
+  if (rc == GREENLET_EMAPLIMIT)
+    return PyErr_Format(PyExc_MemoryError,
+                        "cannot allocate a greenlet stack: %s",
+                        greenlet_strerror(rc));
+  return PyErr_Format(PyExc_GreenletError, "greenlet: %s",
+                      greenlet_strerror(rc));
+}
+
+/* Checks that target can be switched to from this thread. */
+static int check_thread(cg_thread *th, PyGreenlet *target) {
+  cg_impl *i = target->pimpl;
+  if (i->thread == th)
+    return 0;
+  if (i->thread_gone || !i->thread)
+    PyErr_SetString(PyExc_GreenletError,
+                    "cannot switch to a different thread (which happens to "
+                    "have exited)");
+  else
+    PyErr_SetString(PyExc_GreenletError, "cannot switch to a different thread");
+  return -1;
+}
+
+/*
+ * Switches to target with what is in the slots (status GREENLET_OK: a value,
+ * GREENLET_ERROR: an exception), and returns what this greenlet is resumed
+ * with, as switch() returns it.
+ */
+static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
+  /* The greenlet that will really run: dead ones pass on to their parent.
+   * If it has not started, its run must exist: that error is the caller's. */
+  PyGreenlet *t = target;
+  while (g_dead(t->pimpl) && t->pimpl->parent)
+    t = t->pimpl->parent;
+  if (status == GREENLET_OK && !g_started(t->pimpl)) {
+    /* Looked up now (a subclass may define run as a method): a missing run
+     * is the caller's error, and the greenlet stays unstarted. */
+    PyObject *run = PyObject_GetAttr((PyObject *)t, str_run);
+    if (!run) {
+      slots_clear(th);
+      return NULL;
+    }
+    Py_XSETREF(t->pimpl->run, run);
+  }
+  if (t->pimpl->thread != th) {
+    slots_clear(th);
+    check_thread(th, t);
+    return NULL;
+  }
+  PyThreadState *ts = th->tstate;
+  /* th->current's reference goes to whoever runs next: while suspended, a
+   * greenlet is kept alive only by its users (dropping it kills it). */
+  PyGreenlet *self = th->current;
+  cg_impl *me = self->pimpl;
+  /* Before the save: dropping the old origin may run Python code. */
+  Py_INCREF(self);
+  Py_XSETREF(th->origin, self);
+  cg_pystate_save(&me->st, ts);
+  uint8_t tracing = cg_pystate_use_tracing(ts);
+  int rc = status == GREENLET_OK ? greenlet_switch(target->pimpl->core, NULL, NULL)
+                                 : greenlet_throw(target->pimpl->core, NULL, NULL);
+  /* Resumed (or refused). */
+  if (rc >= 0) {
+    tracing = cg_pystate_use_tracing(ts);
+  }
+  cg_pystate_restore(&me->st, ts, tracing);
+  Py_INCREF(self);
+  Py_XSETREF(th->current, self); /* may free the greenlet we came from */
+  if (rc < 0) {
+    slots_clear(th);
+    return core_error(rc);
+  }
+  PyGreenlet *origin = th->origin;
+  th->origin = NULL;
+  if (origin != self && th->tracefunc) {
+    int traced = call_tracer(th, rc == GREENLET_ERROR ? "throw" : "switch",
+                             origin, self);
+    Py_XDECREF(origin);
+    if (traced < 0)
+      return NULL;
+  } else {
+    Py_XDECREF(origin);
+  }
+  return slots_take(th);
+}
+
+/*
+ * The body of every Python greenlet, on its own stack: fresh interpreter
+ * state, run(*args, **kwargs), and the outcome into the slots for the
+ * parent.  GreenletExit escaping run is a normal return of the exception.
+ */
+static int green_run(greenlet_t *core, void *arg, void **result) {
+  (void)arg;
+  (void)result;
+  PyGreenlet *self = greenlet_userdata(core);
+  cg_impl *me = self->pimpl;
+  cg_thread *th = me->thread;
+  PyThreadState *ts = th->tstate;
+  cg_start_buffers buffers;
+  cg_pystate_start(&me->st, ts, &buffers, cg_pystate_use_tracing(ts));
+  /* Only now: dropping the greenlet we came from may run Python code. */
+  Py_INCREF(self);
+  Py_XSETREF(th->current, self);
+  PyObject *run = me->run;
+  me->run = NULL;
+  if (!run) /* started by a child's result: look run up here */
+    run = PyObject_GetAttr((PyObject *)self, str_run);
+  PyObject *args = th->xfer_args ? th->xfer_args : Py_NewRef(empty_tuple);
+  PyObject *kwargs = th->xfer_kwargs;
+  th->xfer_args = th->xfer_kwargs = NULL;
+  PyGreenlet *origin = th->origin;
+  th->origin = NULL;
+  PyObject *r = NULL;
+  if (run && call_tracer(th, "switch", origin, self) == 0)
+    r = PyObject_Call(run, args, kwargs);
+  Py_XDECREF(origin);
+  Py_XDECREF(run);
+  Py_DECREF(args);
+  Py_XDECREF(kwargs);
+  int status = GREENLET_OK;
+  if (!r && PyErr_ExceptionMatches(PyExc_GreenletExit)) {
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    r = v ? v : Py_NewRef(Py_None);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+  }
+  slots_clear(th);
+  if (r) {
+    th->xfer_args = PyTuple_Pack(1, r);
+    Py_DECREF(r);
+    if (!th->xfer_args) /* MemoryError goes to the parent instead */
+      r = NULL;
+  }
+  if (!r) {
+    PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);
+    status = GREENLET_ERROR;
+  }
+  Py_INCREF(self);
+  Py_XSETREF(th->origin, self); /* for the tracer of whoever resumes */
+  cg_pystate_finish(&me->st, ts);
+  /* The parent (or whoever the core resumes) takes th->current over. */
+  return status;
+}
+
+/* ---- the greenlet type --------------------------------------------------- */
+
+static PyGreenlet *green_alloc(PyTypeObject *type) {
+  cg_impl *impl = PyMem_Calloc(1, sizeof *impl);
+  if (!impl)
+    return (PyGreenlet *)PyErr_NoMemory();
+  PyGreenlet *g = (PyGreenlet *)type->tp_alloc(type, 0);
+  if (!g) {
+    PyMem_Free(impl);
+    return NULL;
+  }
+  g->pimpl = impl;
+  impl->self = g;
+  return g;
+}
+
+static PyObject *green_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+  (void)args;
+  (void)kw;
+  if (type->tp_flags & Py_TPFLAGS_IS_ABSTRACT) /* object.__new__ says why */
+    return PyBaseObject_Type.tp_new(type, empty_tuple, NULL);
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  PyGreenlet *g = green_alloc(type);
+  if (!g)
+    return NULL;
+  cg_impl *i = g->pimpl;
+  greenlet_attr_t attr = {.stack_size = CG_STACK_SIZE, .name = NULL};
+  int rc = greenlet_create(&i->core, green_run, th->current->pimpl->core, &attr);
+  if (rc != 0) {
+    i->core = NULL;
+    Py_DECREF(g);
+    return core_error(rc);
+  }
+  greenlet_set_userdata(i->core, g);
+  i->parent = (PyGreenlet *)Py_NewRef(th->current);
+  impl_link(th, i);
+  return (PyObject *)g;
+}
+
+static int green_setparent(PyGreenlet *self, PyObject *value, void *c);
+static int green_setrun(PyGreenlet *self, PyObject *value, void *c);
+
+static int green_init(PyGreenlet *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"run", "parent", NULL};
+  PyObject *run = NULL, *parent = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:green", kwlist, &run,
+                                   &parent))
+    return -1;
+  if (run && green_setrun(self, run, NULL) < 0)
+    return -1;
+  if (parent && parent != Py_None && green_setparent(self, parent, NULL) < 0)
+    return -1;
+  return 0;
+}
+
+static int green_traverse(PyGreenlet *self, visitproc visit, void *arg) {
+  cg_impl *i = self->pimpl;
+  Py_VISIT(self->dict);
+  if (i) {
+    Py_VISIT(i->run);
+    Py_VISIT(i->parent);
+    int r = cg_pystate_traverse(&i->st, visit, arg);
+    if (r)
+      return r;
+  }
+  return 0;
+}
+
+static int green_clear(PyGreenlet *self) {
+  cg_impl *i = self->pimpl;
+  Py_CLEAR(self->dict);
+  if (i && !g_active(i)) {
+    Py_CLEAR(i->run);
+    Py_CLEAR(i->parent);
+    cg_pystate_clear(&i->st);
+  }
+  return 0;
+}
+
+/*
+ * Kills a suspended greenlet of this thread in place: GreenletExit thrown
+ * into it, with the current greenlet as its parent so that it comes back
+ * here.  Called with self kept alive by the caller.
+ */
+static int kill_in_place(cg_thread *th, PyGreenlet *self) {
+  cg_impl *i = self->pimpl;
+  PyObject *exc_t, *exc_v, *exc_tb;
+  PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+  int rc = greenlet_set_parent(i->core, th->current->pimpl->core);
+  if (rc == 0)
+    Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(th->current));
+  slots_clear(th);
+  th->xfer_type = Py_NewRef(PyExc_GreenletExit);
+  PyObject *r = do_switch(th, self, GREENLET_ERROR);
+  int ok = r != NULL;
+  if (!r)
+    PyErr_WriteUnraisable((PyObject *)self);
+  Py_XDECREF(r);
+  PyErr_Restore(exc_t, exc_v, exc_tb);
+  return ok ? 0 : -1;
+}
+
+/* Drops the greenlets other threads queued for this one to kill. */
+static void process_deleteme(cg_thread *th) {
+  if (!th->deleteme || PyList_GET_SIZE(th->deleteme) == 0)
+    return;
+  PyObject *list = th->deleteme;
+  th->deleteme = PyList_New(0);
+  if (!th->deleteme) {
+    th->deleteme = list;
+    PyErr_Clear();
+    return;
+  }
+  Py_DECREF(list); /* each greenlet's dealloc runs here, on its own thread */
+}
+
+/* An instance of a subclass that survives its dealloc: subtype_dealloc
+ * drops the type's reference after we return, as if the object were gone,
+ * so take one more for the instance that lives on. */
+static void keep_type_alive(PyGreenlet *self) {
+  if (PyType_HasFeature(Py_TYPE(self), Py_TPFLAGS_HEAPTYPE))
+    Py_INCREF(Py_TYPE(self));
+}
+
+static void green_dealloc(PyGreenlet *self) {
+  PyObject_GC_UnTrack(self);
+  cg_impl *i = self->pimpl;
+  if (i && g_active(i) && !i->is_main) {
+    cg_thread *th = thread_get();
+    if (!th) {
+      PyErr_WriteUnraisable((PyObject *)self);
+    } else if (i->thread == th) {
+      /* Resurrect for the duration of the kill. */
+      Py_SET_REFCNT(self, 1);
+      kill_in_place(th, self);
+      if (Py_REFCNT(self) > 1 || g_active(i)) {
+        /* Revived by the kill (stored somewhere, or it would not die). */
+        if (g_active(i))
+          Py_INCREF(self); /* never freed: it holds a live stack */
+        Py_SET_REFCNT(self, Py_REFCNT(self) - 1);
+        keep_type_alive(self);
+        PyObject_GC_Track(self);
+        return;
+      }
+      Py_SET_REFCNT(self, 0);
+    } else if (i->thread && i->thread->deleteme) {
+      /* The owner kills it at its next greenlet call. */
+      Py_SET_REFCNT(self, 1);
+      if (PyList_Append(i->thread->deleteme, (PyObject *)self) == 0) {
+        Py_SET_REFCNT(self, Py_REFCNT(self) - 1);
+        keep_type_alive(self);
+        PyObject_GC_Track(self);
+        return;
+      }
+      PyErr_WriteUnraisable((PyObject *)self);
+      Py_SET_REFCNT(self, 0);
+    }
+  }
+  if (self->weakreflist)
+    PyObject_ClearWeakRefs((PyObject *)self);
+  Py_CLEAR(self->dict);
+  if (i) {
+    if (i->core && !i->is_main)
+      greenlet_destroy(i->core, GREENLET_DESTROY_DISCARD);
+    impl_unlink(i);
+    Py_CLEAR(i->run);
+    Py_CLEAR(i->parent);
+    cg_pystate_clear(&i->st);
+    PyMem_Free(i);
+    self->pimpl = NULL;
+  }
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *green_switch(PyGreenlet *self, PyObject *args,
+                              PyObject *kwargs) {
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  process_deleteme(th);
+  if (check_thread(th, self) < 0)
+    return NULL;
+  slots_clear(th);
+  th->xfer_args = Py_NewRef(args);
+  th->xfer_kwargs = kwargs ? PyDict_Copy(kwargs) : NULL;
+  if (kwargs && !th->xfer_kwargs)
+    return NULL;
+  return do_switch(th, self, GREENLET_OK);
+}
+
+/* Normalises throw()'s (typ, val, tb) as greenlet does, into the slots. */
+static int throw_prepare(cg_thread *th, PyObject *typ, PyObject *val,
+                         PyObject *tb) {
+  if (tb == Py_None)
+    tb = NULL;
+  if (tb && !PyTraceBack_Check(tb)) {
+    PyErr_SetString(PyExc_TypeError,
+                    "throw() third argument must be a traceback object");
+    return -1;
+  }
+  Py_INCREF(typ);
+  Py_XINCREF(val);
+  Py_XINCREF(tb);
+  if (PyExceptionClass_Check(typ)) {
+    PyErr_NormalizeException(&typ, &val, &tb);
+  } else if (PyExceptionInstance_Check(typ)) {
+    if (val && val != Py_None) {
+      PyErr_SetString(PyExc_TypeError,
+                      "instance exception may not have a separate value");
+      goto fail;
+    }
+    Py_XDECREF(val);
+    val = typ;
+    typ = Py_NewRef(PyExceptionInstance_Class(typ));
+    if (!tb)
+      tb = PyException_GetTraceback(val);
+  } else {
+    PyErr_Format(PyExc_TypeError,
+                 "exceptions must be classes, or instances, not %s",
+                 Py_TYPE(typ)->tp_name);
+    goto fail;
+  }
+  slots_clear(th);
+  th->xfer_type = typ;
+  th->xfer_value = val;
+  th->xfer_tb = tb;
+  return 0;
+fail:
+  Py_XDECREF(typ);
+  Py_XDECREF(val);
+  Py_XDECREF(tb);
+  return -1;
+}
+
+static PyObject *green_throw(PyGreenlet *self, PyObject *args) {
+  PyObject *typ = PyExc_GreenletExit, *val = NULL, *tb = NULL;
+  if (!PyArg_ParseTuple(args, "|OOO:throw", &typ, &val, &tb))
+    return NULL;
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  process_deleteme(th);
+  if (check_thread(th, self) < 0)
+    return NULL;
+  if (throw_prepare(th, typ, val, tb) < 0)
+    return NULL;
+  return do_switch(th, self, GREENLET_ERROR);
+}
+
+static int green_bool(PyGreenlet *self) { return g_active(self->pimpl); }
+
+static PyObject *green_getdict(PyGreenlet *self, void *c) {
+  (void)c;
+  if (!self->dict && !(self->dict = PyDict_New()))
+    return NULL;
+  return Py_NewRef(self->dict);
+}
+
+static int green_setdict(PyGreenlet *self, PyObject *val, void *c) {
+  (void)c;
+  if (!val) {
+    PyErr_SetString(PyExc_TypeError, "__dict__ may not be deleted");
+    return -1;
+  }
+  if (!PyDict_Check(val)) {
+    PyErr_SetString(PyExc_TypeError, "__dict__ must be set to a dictionary");
+    return -1;
+  }
+  Py_XSETREF(self->dict, Py_NewRef(val));
+  return 0;
+}
+
+static PyObject *green_getrun(PyGreenlet *self, void *c) {
+  (void)c;
+  cg_impl *i = self->pimpl;
+  if (g_started(i) || !i->run) {
+    PyErr_SetObject(PyExc_AttributeError, str_run);
+    return NULL;
+  }
+  return Py_NewRef(i->run);
+}
+
+static int green_setrun(PyGreenlet *self, PyObject *value, void *c) {
+  (void)c;
+  cg_impl *i = self->pimpl;
+  if (g_started(i)) {
+    PyErr_SetString(PyExc_AttributeError,
+                    "run cannot be set after the start of the greenlet");
+    return -1;
+  }
+  Py_XINCREF(value);
+  Py_XSETREF(i->run, value);
+  return 0;
+}
+
+static PyObject *green_getparent(PyGreenlet *self, void *c) {
+  (void)c;
+  PyGreenlet *p = self->pimpl->parent;
+  return Py_NewRef(p ? (PyObject *)p : Py_None);
+}
+
+static int green_setparent(PyGreenlet *self, PyObject *value, void *c) {
+  (void)c;
+  if (!value) {
+    PyErr_SetString(PyExc_AttributeError, "can't delete attribute");
+    return -1;
+  }
+  if (!GREENLET_CHECK(value)) {
+    PyErr_SetString(PyExc_TypeError, "parent must be a greenlet");
+    return -1;
+  }
+  PyGreenlet *p = (PyGreenlet *)value;
+  cg_impl *i = self->pimpl;
+  for (PyGreenlet *q = p; q; q = q->pimpl->parent)
+    if (q == self) {
+      PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
+      return -1;
+    }
+  if (i->is_main) {
+    PyErr_SetString(PyExc_ValueError, "cannot set the parent of a main greenlet");
+    return -1;
+  }
+  if (!p->pimpl->thread || p->pimpl->thread != i->thread) {
+    PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
+    return -1;
+  }
+  if (i->core && p->pimpl->core) {
+    cg_thread *th = thread_get();
+    if (!th)
+      return -1;
+    if (th != i->thread) {
+      PyErr_SetString(PyExc_ValueError,
+                      "parent cannot be on a different thread");
+      return -1;
+    }
+    int rc = greenlet_set_parent(i->core, p->pimpl->core);
+    if (rc == GREENLET_ECYCLE) {
+      PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
+      return -1;
+    }
+    if (rc != 0) {
+      core_error(rc);
+      return -1;
+    }
+  }
+  Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(p));
+  return 0;
+}
+
+static PyObject *green_getcontext(PyGreenlet *self, void *c) {
+  (void)c;
+  cg_impl *i = self->pimpl;
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  PyObject *ctx;
+  if (i->thread == th && th->current == self) {
+    ctx = th->tstate->context;
+  } else if (i->thread && i->thread->current == self) {
+    PyErr_SetString(PyExc_ValueError,
+                    "cannot get context of a greenlet that is running in a "
+                    "different thread");
+    return NULL;
+  } else {
+    ctx = cg_pystate_context(&i->st);
+  }
+  return Py_NewRef(ctx ? ctx : Py_None);
+}
+
+static int green_setcontext(PyGreenlet *self, PyObject *ctx, void *c) {
+  (void)c;
+  if (!ctx) {
+    PyErr_SetString(PyExc_AttributeError, "can't delete context attribute");
+    return -1;
+  }
+  if (ctx == Py_None)
+    ctx = NULL;
+  else if (!PyContext_CheckExact(ctx)) {
+    PyErr_SetString(PyExc_TypeError,
+                    "greenlet context must be a contextvars.Context or None");
+    return -1;
+  }
+  cg_impl *i = self->pimpl;
+  cg_thread *th = thread_get();
+  if (!th)
+    return -1;
+  if (i->thread == th && th->current == self) {
+    Py_XINCREF(ctx);
+    Py_XSETREF(th->tstate->context, ctx);
+    th->tstate->context_ver++;
+  } else if (i->thread && i->thread->current == self) {
+    PyErr_SetString(PyExc_ValueError,
+                    "cannot set context of a greenlet that is running in a "
+                    "different thread");
+    return -1;
+  } else {
+    cg_pystate_set_context(&i->st, ctx);
+  }
+  return 0;
+}
+
+static PyObject *green_getframe(PyGreenlet *self, void *c) {
+  (void)c;
+  cg_impl *i = self->pimpl;
+  cg_thread *th = cg_tls;
+  if (!g_active(i) || i->is_main || !th || i->thread != th ||
+      th->current == self)
+    Py_RETURN_NONE;
+  return cg_pystate_frame(&i->st, th->tstate);
+}
+
+static PyObject *green_getdead(PyGreenlet *self, void *c) {
+  (void)c;
+  return PyBool_FromLong(g_dead(self->pimpl));
+}
+
+static PyObject *green_get_stack_saved(PyGreenlet *self, void *c) {
+  (void)c;
+  cg_impl *i = self->pimpl;
+  return PyLong_FromSize_t(i->core && !i->is_main ? greenlet_stack_in_use(i->core)
+                                                  : 0);
+}
+
+static PyObject *green_get_main(PyGreenlet *self, void *c) {
+  (void)c;
+  return PyBool_FromLong(self->pimpl->is_main);
+}
+
+static PyObject *green_repr(PyGreenlet *self) {
+  cg_impl *i = self->pimpl;
+  const char *state;
+  if (i->thread_gone)
+    state = " (thread exited)";
+  else if (i->thread && i->thread->current == self)
+    state = " current";
+  else
+    state = "";
+  const char *life = g_active(i) ? " active" : g_started(i) ? " dead" : " pending";
+  if (i->is_main)
+    life = " main";
+  return PyUnicode_FromFormat("<%s object at %p (otid=%p)%s%s>",
+                              Py_TYPE(self)->tp_name, self, i->thread, state,
+                              life);
+}
+
+static PyObject *green_getstate(PyGreenlet *self, PyObject *unused) {
+  (void)unused;
+  PyErr_Format(PyExc_TypeError, "cannot serialize '%s' object",
+               Py_TYPE(self)->tp_name);
+  return NULL;
+}
+
+static PyObject *mod_getcurrent(PyObject *m, PyObject *unused);
+static PyObject *mod_settrace(PyObject *m, PyObject *args);
+static PyObject *mod_gettrace(PyObject *m, PyObject *unused);
+
+static PyMethodDef green_methods[] = {
+    {"switch", (PyCFunction)(void (*)(void))green_switch,
+     METH_VARARGS | METH_KEYWORDS,
+     "switch(*args, **kwargs)\n\nSwitch execution to this greenlet."},
+    {"throw", (PyCFunction)green_throw, METH_VARARGS,
+     "throw(typ=GreenletExit, val=None, tb=None)\n\nRaise an exception in this "
+     "greenlet."},
+    {"__getstate__", (PyCFunction)green_getstate, METH_NOARGS, NULL},
+    {"getcurrent", mod_getcurrent, METH_NOARGS | METH_STATIC, NULL},
+    {"settrace", mod_settrace, METH_VARARGS | METH_STATIC, NULL},
+    {"gettrace", mod_gettrace, METH_NOARGS | METH_STATIC, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef green_getsets[] = {
+    {"__dict__", (getter)green_getdict, (setter)green_setdict, NULL, NULL},
+    {"run", (getter)green_getrun, (setter)green_setrun, NULL, NULL},
+    {"parent", (getter)green_getparent, (setter)green_setparent, NULL, NULL},
+    {"gr_frame", (getter)green_getframe, NULL, NULL, NULL},
+    {"gr_context", (getter)green_getcontext, (setter)green_setcontext, NULL,
+     NULL},
+    {"dead", (getter)green_getdead, NULL, NULL, NULL},
+    {"_stack_saved", (getter)green_get_stack_saved, NULL, NULL, NULL},
+    {"_main", (getter)green_get_main, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyNumberMethods green_as_number = {.nb_bool = (inquiry)green_bool};
+
+static PyTypeObject PyGreenlet_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "greenlet.greenlet",
+    .tp_basicsize = sizeof(PyGreenlet),
+    .tp_dealloc = (destructor)green_dealloc,
+    .tp_repr = (reprfunc)green_repr,
+    .tp_as_number = &green_as_number,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "greenlet(run=None, parent=None) -> greenlet\n\n"
+              "Creates a new greenlet object (without running it).",
+    .tp_traverse = (traverseproc)green_traverse,
+    .tp_clear = (inquiry)green_clear,
+    .tp_weaklistoffset = offsetof(PyGreenlet, weakreflist),
+    .tp_methods = green_methods,
+    .tp_getset = green_getsets,
+    .tp_dictoffset = offsetof(PyGreenlet, dict),
+    .tp_init = (initproc)green_init,
+    .tp_new = green_new,
+};
+
+/* ---- module functions ------------------------------------------------------ */
+
+static PyObject *mod_getcurrent(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  process_deleteme(th);
+  return Py_NewRef(th->current);
+}
+
+static PyObject *mod_settrace(PyObject *m, PyObject *args) {
+  (void)m;
+  PyObject *f;
+  if (!PyArg_ParseTuple(args, "O:settrace", &f))
+    return NULL;
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  PyObject *prev = th->tracefunc ? th->tracefunc : Py_NewRef(Py_None);
+  th->tracefunc = f == Py_None ? NULL : Py_NewRef(f);
+  return prev;
+}
+
+static PyObject *mod_gettrace(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  return Py_NewRef(th->tracefunc ? th->tracefunc : Py_None);
+}
+
+static PyObject *mod_get_pending_cleanup_count(PyObject *m, PyObject *u) {
+  (void)m;
+  (void)u;
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  return PyLong_FromSsize_t(th->deleteme ? PyList_GET_SIZE(th->deleteme) : 0);
+}
+
+static PyObject *mod_get_total_main_greenlets(PyObject *m, PyObject *u) {
+  (void)m;
+  (void)u;
+  return PyLong_FromSsize_t(total_main_greenlets);
+}
+
+static PyObject *mod_get_tstate_trash_delete_nesting(PyObject *m, PyObject *u) {
+  (void)m;
+  (void)u;
+  return PyLong_FromLong(PyThreadState_Get()->trash_delete_nesting);
+}
+
+static PyObject *mod_set_thread_local(PyObject *m, PyObject *args) {
+  (void)m;
+  PyObject *key, *value;
+  if (!PyArg_ParseTuple(args, "OO:set_thread_local", &key, &value))
+    return NULL;
+  PyObject *dict = PyThreadState_GetDict();
+  if (!dict || PyDict_SetItem(dict, key, value) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *mod_enable_optional_cleanup(PyObject *m, PyObject *flag) {
+  (void)m;
+  (void)flag;
+  Py_RETURN_NONE;
+}
+
+static PyObject *mod_get_clocks_used(PyObject *m, PyObject *u) {
+  (void)m;
+  (void)u;
+  return PyLong_FromLong(0);
+}
+
+static PyMethodDef mod_methods[] = {
+    {"getcurrent", mod_getcurrent, METH_NOARGS,
+     "getcurrent() -> greenlet\n\nThe greenlet running in this thread."},
+    {"settrace", mod_settrace, METH_VARARGS, "settrace(callback) -> previous"},
+    {"gettrace", mod_gettrace, METH_NOARGS, "gettrace() -> callback or None"},
+    {"get_pending_cleanup_count", mod_get_pending_cleanup_count, METH_NOARGS,
+     NULL},
+    {"get_total_main_greenlets", mod_get_total_main_greenlets, METH_NOARGS,
+     NULL},
+    {"get_tstate_trash_delete_nesting", mod_get_tstate_trash_delete_nesting,
+     METH_NOARGS, NULL},
+    {"set_thread_local", mod_set_thread_local, METH_VARARGS, NULL},
+    {"enable_optional_cleanup", mod_enable_optional_cleanup, METH_O, NULL},
+    {"get_clocks_used_doing_optional_cleanup", mod_get_clocks_used, METH_NOARGS,
+     NULL},
+    {NULL, NULL, 0, NULL}};
+
+/* ---- the C API capsule ----------------------------------------------------- */
+
+static PyGreenlet *capi_new(PyObject *run, PyGreenlet *parent) {
+  PyGreenlet *g =
+      (PyGreenlet *)green_new(&PyGreenlet_Type, empty_tuple, NULL);
+  if (!g)
+    return NULL;
+  if ((run && green_setrun(g, run, NULL) < 0) ||
+      (parent && green_setparent(g, (PyObject *)parent, NULL) < 0)) {
+    Py_DECREF(g);
+    return NULL;
+  }
+  return g;
+}
+
+static PyGreenlet *capi_getcurrent(void) {
+  return (PyGreenlet *)mod_getcurrent(NULL, NULL);
+}
+
+static PyObject *capi_throw(PyGreenlet *g, PyObject *typ, PyObject *val,
+                            PyObject *tb) {
+  if (!GREENLET_CHECK(g)) {
+    PyErr_BadArgument();
+    return NULL;
+  }
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  if (check_thread(th, g) < 0 ||
+      throw_prepare(th, typ, val ? val : Py_None, tb ? tb : Py_None) < 0)
+    return NULL;
+  return do_switch(th, g, GREENLET_ERROR);
+}
+
+static PyObject *capi_switch(PyGreenlet *g, PyObject *args, PyObject *kwargs) {
+  if (!GREENLET_CHECK(g)) {
+    PyErr_BadArgument();
+    return NULL;
+  }
+  if (!args)
+    args = empty_tuple;
+  if (kwargs && !PyDict_Check(kwargs))
+    kwargs = NULL;
+  return green_switch(g, args, kwargs);
+}
+
+static int capi_setparent(PyGreenlet *g, PyGreenlet *p) {
+  if (!GREENLET_CHECK(g)) {
+    PyErr_BadArgument();
+    return -1;
+  }
+  return green_setparent(g, (PyObject *)p, NULL);
+}
+
+static int capi_main(PyGreenlet *g) {
+  if (!GREENLET_CHECK(g)) {
+    PyErr_BadArgument();
+    return -1;
+  }
+  return g->pimpl->is_main;
+}
+
+static int capi_started(PyGreenlet *g) {
+  if (!GREENLET_CHECK(g)) {
+    PyErr_BadArgument();
+    return -1;
+  }
+  return g_started(g->pimpl);
+}
+
+static int capi_active(PyGreenlet *g) {
+  if (!GREENLET_CHECK(g)) {
+    PyErr_BadArgument();
+    return -1;
+  }
+  return g_active(g->pimpl);
+}
+
+static PyGreenlet *capi_getparent(PyGreenlet *g) {
+  if (!GREENLET_CHECK(g)) {
+    PyErr_BadArgument();
+    return NULL;
+  }
+  PyGreenlet *p = g->pimpl->parent;
+  Py_XINCREF(p);
+  return p;
+}
+
+static void *capi_table[12];
+
+/* ---- module --------------------------------------------------------------- */
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, .m_name = "greenlet._greenlet",
+    .m_doc = "cgreenlet: greenlet 2.0.2 API on libcgreenlet", .m_size = -1,
+    .m_methods = mod_methods};
+
+PyMODINIT_FUNC PyInit__greenlet(void) {
+  PyObject *m = PyModule_Create(&module_def);
+  if (!m)
+    return NULL;
+  if (!str_run && !(str_run = PyUnicode_InternFromString("run")))
+    goto fail;
+  if (!thread_key &&
+      !(thread_key = PyUnicode_InternFromString("__cgreenlet_thread_state__")))
+    goto fail;
+  if (!empty_tuple && !(empty_tuple = PyTuple_New(0)))
+    goto fail;
+  if (PyType_Ready(&PyGreenlet_Type) < 0 || PyType_Ready(&cg_thread_Type) < 0)
+    goto fail;
+  if (!PyExc_GreenletError &&
+      !(PyExc_GreenletError = PyErr_NewException("greenlet.error", NULL, NULL)))
+    goto fail;
+  if (!PyExc_GreenletExit &&
+      !(PyExc_GreenletExit = PyErr_NewException("greenlet.GreenletExit",
+                                                PyExc_BaseException, NULL)))
+    goto fail;
+  if (PyModule_AddObjectRef(m, "greenlet", (PyObject *)&PyGreenlet_Type) < 0 ||
+      PyModule_AddObjectRef(m, "UnswitchableGreenlet",
+                            (PyObject *)&PyGreenlet_Type) < 0 ||
+      PyModule_AddObjectRef(m, "error", PyExc_GreenletError) < 0 ||
+      PyModule_AddObjectRef(m, "GreenletExit", PyExc_GreenletExit) < 0 ||
+      PyModule_AddObjectRef(m, "GREENLET_USE_GC", Py_True) < 0 ||
+      PyModule_AddObjectRef(m, "GREENLET_USE_TRACING", Py_True) < 0 ||
+      PyModule_AddObjectRef(m, "GREENLET_USE_CONTEXT_VARS", Py_True) < 0 ||
+      PyModule_AddObjectRef(m, "GREENLET_USE_STANDARD_THREADING", Py_True) < 0 ||
+      PyModule_AddIntConstant(m, "CLOCKS_PER_SEC", CLOCKS_PER_SEC) < 0 ||
+      PyModule_AddStringConstant(m, "_cgreenlet_version", CG_VERSION) < 0)
+    goto fail;
+  /* Also reachable from the type, as stock greenlet has them. */
+  if (PyDict_SetItemString(PyGreenlet_Type.tp_dict, "error",
+                           PyExc_GreenletError) < 0 ||
+      PyDict_SetItemString(PyGreenlet_Type.tp_dict, "GreenletExit",
+                           PyExc_GreenletExit) < 0)
+    goto fail;
+  PyType_Modified(&PyGreenlet_Type);
+  capi_table[0] = &PyGreenlet_Type;
+  capi_table[1] = PyExc_GreenletError;
+  capi_table[2] = PyExc_GreenletExit;
+  capi_table[3] = (void *)capi_new;
+  capi_table[4] = (void *)capi_getcurrent;
+  capi_table[5] = (void *)capi_throw;
+  capi_table[6] = (void *)capi_switch;
+  capi_table[7] = (void *)capi_setparent;
+  capi_table[8] = (void *)capi_main;
+  capi_table[9] = (void *)capi_started;
+  capi_table[10] = (void *)capi_active;
+  capi_table[11] = (void *)capi_getparent;
+  PyObject *capsule = PyCapsule_New(capi_table, "greenlet._C_API", NULL);
+  if (!capsule || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+    Py_XDECREF(capsule);
+    goto fail;
+  }
+  return m;
+fail:
+  Py_DECREF(m);
+  return NULL;
+}

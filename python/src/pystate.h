@@ -1,0 +1,30 @@
+/*
+ * pystate.h - the per-version layer: the CPython thread state a greenlet
+ * carries while it is suspended, and how it is saved, restored, started and
+ * finished.  Everything that depends on the interpreter version lives in the
+ * header this one selects; the module (greenlet_module.c) calls only:
+ *
+ *   cg_pystate_save(st, ts)          running greenlet -> its record
+ *   cg_pystate_restore(st, ts, tr)   its record -> thread state (tr: the
+ *                                    tracing flag of the greenlet we came from)
+ *   cg_pystate_start(st, ts, b)      fresh state for a greenlet starting on
+ *                                    its own stack (b: stack-resident buffers)
+ *   cg_pystate_finish(st, ts)        a finished greenlet gives back what it
+ *                                    allocated (no Python code runs after)
+ *   cg_pystate_use_tracing(ts)       the tracing flag to copy across a switch
+ *   cg_pystate_frame(st, ts)         new reference to the suspended greenlet's
+ *                                    top frame object, or None
+ *   cg_pystate_context / _set_context, cg_pystate_traverse, cg_pystate_clear
+ */
+#ifndef CGREENLET_PYSTATE_H
+#define CGREENLET_PYSTATE_H
+
+#include <Python.h>
+
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#include "pystate_311.h"
+#else
+#error "cgreenlet's greenlet module supports CPython 3.11 only (so far)"
+#endif
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * pystate_311.h - CPython 3.11.
+ *
+ * What a switch must carry (REFERENCE.md section 2): the C-stack-resident
+ * _PyCFrame chain (tstate->cframe; the current interpreter frame hangs off
+ * it), the recursion depth, the frame data stack (Python frames live in
+ * per-thread chunks, so each greenlet has its own chain), the handled
+ * exception stack, the contextvars context and the trashcan nesting.
+ *
+ * Every greenlet runs on a stack of its own, so the _PyCFrame entries of a
+ * suspended greenlet stay where they are; saving tstate->cframe is enough.
+ */
+#ifndef CGREENLET_PYSTATE_311_H
+#define CGREENLET_PYSTATE_311_H
+
+typedef struct cg_pystate {
+  _PyCFrame *cframe;
+  int recursion_depth;
+  _PyStackChunk *datastack_chunk;
+  PyObject **datastack_top;
+  PyObject **datastack_limit;
+  _PyErr_StackItem *exc_info;
+  _PyErr_StackItem exc_state;
+  PyObject *context;
+  int trash_delete_nesting;
+} cg_pystate;
+
+/* Buffers a starting greenlet keeps on its own C stack for its lifetime: the
+ * root _PyCFrame and the root data-stack chunk.  CPython never frees a root
+ * chunk whose first slot is skipped, and frees the chunks it pushes on top,
+ * so a greenlet whose frames fit in this chunk allocates nothing for them. */
+#define CG_ROOT_CHUNK_BYTES 2048
+typedef struct cg_start_buffers {
+  _PyCFrame cframe;
+  union {
+    _PyStackChunk chunk;
+    char bytes[CG_ROOT_CHUNK_BYTES];
+  } root;
+} cg_start_buffers;
+
+static inline uint8_t cg_pystate_use_tracing(PyThreadState *ts) {
+  return ts->cframe->use_tracing;
+}
+
+/* Moves the running greenlet's state into st (references included). */
+static inline void cg_pystate_save(cg_pystate *st, PyThreadState *ts) {
+  st->cframe = ts->cframe;
+  st->recursion_depth = ts->recursion_limit - ts->recursion_remaining;
+  st->datastack_chunk = ts->datastack_chunk;
+  st->datastack_top = ts->datastack_top;
+  st->datastack_limit = ts->datastack_limit;
+  st->exc_info = ts->exc_info;
+  st->exc_state = ts->exc_state;
+  st->context = ts->context;
+  st->trash_delete_nesting = ts->trash_delete_nesting;
+  ts->exc_state.exc_value = NULL;
+  ts->exc_state.previous_item = NULL;
+  ts->context = NULL;
+}
+
+/* Moves st back into the thread state.  The tracing flag is the origin's,
+ * so that a profiler set while another greenlet ran keeps working here. */
+static inline void cg_pystate_restore(cg_pystate *st, PyThreadState *ts,
+                                      uint8_t use_tracing) {
+  ts->cframe = st->cframe;
+  ts->cframe->use_tracing = use_tracing;
+  ts->recursion_remaining = ts->recursion_limit - st->recursion_depth;
+  ts->datastack_chunk = st->datastack_chunk;
+  ts->datastack_top = st->datastack_top;
+  ts->datastack_limit = st->datastack_limit;
+  ts->exc_state = st->exc_state;
+  ts->exc_info = st->exc_info;
+  ts->context = st->context;
+  ts->context_ver++;
+  ts->trash_delete_nesting = st->trash_delete_nesting;
+  st->exc_state.exc_value = NULL;
+  st->exc_state.previous_item = NULL;
+  st->context = NULL;
+  st->cframe = NULL;
+}
+
+/* The state of a greenlet that starts now, on its own stack.  The context
+ * set on it before it started (gr_context) becomes the thread's. */
+static inline void cg_pystate_start(cg_pystate *st, PyThreadState *ts,
+                                    cg_start_buffers *b, uint8_t use_tracing) {
+  b->cframe.use_tracing = use_tracing;
+  b->cframe.current_frame = NULL;
+  b->cframe.previous = &ts->root_cframe;
+  ts->cframe = &b->cframe;
+  ts->recursion_remaining = ts->recursion_limit;
+  _PyStackChunk *c = &b->root.chunk;
+  c->previous = NULL;
+  c->size = sizeof b->root;
+  c->top = 0;
+  ts->datastack_chunk = c;
+  ts->datastack_top = &c->data[1]; /* first slot skipped: never popped */
+  ts->datastack_limit = (PyObject **)((char *)c + sizeof b->root);
+  ts->exc_state.exc_value = NULL;
+  ts->exc_state.previous_item = NULL;
+  ts->exc_info = &ts->exc_state;
+  ts->context = st->context; /* reference moves */
+  st->context = NULL;
+  ts->context_ver++;
+  ts->trash_delete_nesting = 0;
+}
+
+/*
+ * A greenlet's run returned; it will never run Python code again.  Its
+ * context stays with it (gr_context of a dead greenlet shows the context it
+ * ran in); the handled-exception state is dropped (that may run finalizers,
+ * so first, while its data stack is still valid); then the data-stack chunks
+ * CPython pushed above the root are freed (the root is on the dying stack).
+ */
+static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
+  Py_XSETREF(st->context, ts->context);
+  ts->context = NULL;
+  Py_CLEAR(ts->exc_state.exc_value);
+  PyObjectArenaAllocator arena;
+  PyObject_GetArenaAllocator(&arena);
+  _PyStackChunk *c = ts->datastack_chunk;
+  while (c && c->previous) {
+    _PyStackChunk *prev = c->previous;
+    arena.free(arena.ctx, c, c->size);
+    c = prev;
+  }
+  ts->datastack_chunk = NULL;
+  ts->datastack_top = NULL;
+  ts->datastack_limit = NULL;
+}
+
+/*
+ * New reference to the top frame object of a suspended greenlet (None if it
+ * has none).  CPython makes frame objects only for the thread's current
+ * frame chain, so the greenlet's chain is put in place for the call.  The
+ * collector is off meanwhile: allocating the frame object must not run a
+ * collection (finalizers, switches) under a borrowed frame chain.
+ */
+static inline PyObject *cg_pystate_frame(cg_pystate *st, PyThreadState *ts) {
+  if (!st->cframe || !st->cframe->current_frame)
+    Py_RETURN_NONE;
+  int gc_was_on = PyGC_Disable();
+  _PyCFrame *mine = ts->cframe;
+  ts->cframe = st->cframe;
+  PyFrameObject *f = PyThreadState_GetFrame(ts);
+  ts->cframe = mine;
+  if (gc_was_on)
+    PyGC_Enable();
+  if (!f) {
+    if (PyErr_Occurred())
+      return NULL;
+    Py_RETURN_NONE;
+  }
+  return (PyObject *)f;
+}
+
+static inline PyObject *cg_pystate_context(cg_pystate *st) {
+  return st->context;
+}
+
+static inline void cg_pystate_set_context(cg_pystate *st, PyObject *ctx) {
+  Py_XINCREF(ctx);
+  Py_XSETREF(st->context, ctx);
+}
+
+static inline int cg_pystate_traverse(cg_pystate *st, visitproc visit,
+                                      void *arg) {
+  Py_VISIT(st->context);
+  Py_VISIT(st->exc_state.exc_value);
+  return 0;
+}
+
+static inline void cg_pystate_clear(cg_pystate *st) {
+  Py_CLEAR(st->context);
+  Py_CLEAR(st->exc_state.exc_value);
+}
+
+#endif

@@ -1,0 +1,52 @@
+"""Build the drop-in `greenlet` package (greenlet._greenlet on libcgreenlet).
+
+    pip install --no-build-isolation .          # install it
+    make python PYTHON=/usr/bin/python3         # in-tree, into build/python-X.Y
+
+The extension compiles libcgreenlet's sources itself (src/*.c and the
+context switch for the target ISA), so it has no run-time dependency.
+"""
+import platform
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class BuildExt(build_ext):
+    """Lets the compiler take the assembly (.S) context switch."""
+
+    def build_extensions(self):
+        self.compiler.src_extensions.append(".S")
+        build_ext.build_extensions(self)
+
+
+machine = platform.machine()
+switch = {"x86_64": "src/context_x86_64.S", "aarch64": "src/context_aarch64.S"}
+sources = ["python/src/greenlet_module.c", "src/greenlet.c", "src/stack.c",
+           "src/overflow.c"]
+macros = []
+if machine in switch:
+    sources.append(switch[machine])
+else:
+    macros.append(("GREENLET_CONTEXT_UCONTEXT", "1"))
+
+setup(
+    name="greenlet",
+    version="2.0.2",
+    description="greenlet 2.0.2 API on cgreenlet (libcgreenlet)",
+    packages=["greenlet"],
+    package_dir={"": "python"},
+    ext_modules=[
+        Extension(
+            "greenlet._greenlet",
+            sources=sources,
+            include_dirs=["include", "src", "python/src"],
+            define_macros=macros,
+            extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Werror",
+                                "-Wno-missing-field-initializers",
+                                "-fvisibility=hidden"],
+        )
+    ],
+    cmdclass={"build_ext": BuildExt},
+    zip_safe=False,
+)
