@@ -166,8 +166,9 @@ GREENLET_API uint64_t greenlet_id(const greenlet_t *g); /* unique, from 1 */
 GREENLET_API const char *greenlet_name(const greenlet_t *g); /* "" if none */
 GREENLET_API int greenlet_owned_by_current_thread(const greenlet_t *g);
 
-/* Bytes of g's stack in use while it is suspended (0 if it has no stack or is
- * running), and its usable stack size. */
+/* Bytes of g's stack in use while it is suspended (0 while it runs, before it
+ * starts and once dead; for a suspended main greenlet, measured from the top
+ * of its thread's stack), and its usable stack size (0 for main). */
 GREENLET_API size_t greenlet_stack_in_use(const greenlet_t *g);
 GREENLET_API size_t greenlet_stack_size(const greenlet_t *g);
 

@@ -154,6 +154,14 @@ static greenlet__tstate *tstate_create(void) {
   m->tsan_fiber = __tsan_get_current_fiber();
 #endif
   ts->main = ts->current = m;
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void *lo;
+    size_t size;
+    if (pthread_attr_getstack(&attr, &lo, &size) == 0)
+      ts->main_stack_hi = (char *)lo + size;
+    pthread_attr_destroy(&attr);
+  }
   ts->altstack = greenlet__overflow_setup();
   (void)pthread_setspecific(tstate_key, ts);
   greenlet__tls = ts;
@@ -579,11 +587,12 @@ int greenlet_owned_by_current_thread(const greenlet_t *g) {
 }
 
 size_t greenlet_stack_in_use(const greenlet_t *g) {
-  if (!g || !g->stack.base || g->state != GREENLET__ACTIVE ||
-      g == g->ts->current)
+  if (!g || g->state != GREENLET__ACTIVE || g == g->ts->current)
     return 0;
   const char *sp = greenlet__context_sp(&g->ctx);
-  return (size_t)(g->stack.lo + g->stack.size - sp);
+  const char *hi = g->stack.base ? g->stack.lo + g->stack.size
+                                 : g->ts->main_stack_hi; /* main greenlet */
+  return hi && sp && sp < hi ? (size_t)(hi - sp) : 0;
 }
 
 size_t greenlet_stack_size(const greenlet_t *g) {

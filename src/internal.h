@@ -66,6 +66,7 @@ struct greenlet__tstate {
   unsigned long long next_id, end_id; /* this thread's block of ids */
   greenlet__pool pool;
   void *altstack;
+  char *main_stack_hi; /* top of the thread's own stack (0 if unknown) */
   /* Lifetime: one reference for the running thread and one per greenlet
    * record.  After the thread has exited, records are freed from other
    * threads under `lock`. */

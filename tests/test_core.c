@@ -731,3 +731,22 @@ Test(core, rounding_mode_is_per_greenlet) {
   EXPECT_RC(greenlet_destroy(g, 0), 0);
 }
 #endif
+
+/* A suspended main greenlet reports the bytes its thread's stack uses. */
+static int main_stack_use(greenlet_t *self, void *arg, void **result) {
+  (void)self;
+  (void)arg;
+  *result = P(greenlet_stack_in_use(greenlet_main()));
+  return GREENLET_OK;
+}
+
+Test(core, suspended_main_reports_stack_in_use) {
+  greenlet_t *g;
+  void *v;
+  EXPECT_RC(greenlet_create(&g, main_stack_use, NULL, NULL), 0);
+  EXPECT_RC(greenlet_switch(g, NULL, &v), GREENLET_OK);
+  cr_assert_gt(I(v), 0);
+  cr_assert_lt(I(v), 8 << 20);
+  cr_assert_eq(greenlet_stack_in_use(greenlet_main()), 0); /* running */
+  EXPECT_RC(greenlet_destroy(g, 0), 0);
+}

@@ -47,6 +47,7 @@ struct cg_impl {
   cg_pystate st;      /* interpreter state while suspended */
   int is_main;
   int thread_gone;    /* the owner thread exited */
+  PyObject *dead_frame; /* top frame when the thread exited mid-run */
   cg_impl *prev, *next; /* all greenlet objects of the owner thread */
   PyGreenlet *self;     /* borrowed */
 };
@@ -82,6 +83,7 @@ static __thread cg_thread *cg_tls;
 
 static PyGreenlet *green_alloc(PyTypeObject *type);
 static void impl_link(cg_thread *th, cg_impl *impl);
+static int g_active(cg_impl *i);
 static void process_deleteme(cg_thread *th);
 
 /* The calling thread's state, created (with its main greenlet) on first
@@ -149,6 +151,14 @@ static void cg_thread_dealloc(cg_thread *th) {
   if (cg_tls == th)
     cg_tls = NULL;
   for (cg_impl *i = th->all; i; i = i->next) {
+    /* Its C stack goes; its Python frames stay (leaked, as with stock
+     * greenlet), and gr_frame keeps showing the top one. */
+    if (g_active(i) && !i->is_main && th->current != i->self) {
+      i->dead_frame = cg_pystate_frame(&i->st, th->tstate);
+      if (!i->dead_frame)
+        PyErr_Clear();
+    }
+    i->st.cframe = NULL;
     i->thread = NULL;
     i->thread_gone = 1;
     if (i->core && !i->is_main)
@@ -273,7 +283,6 @@ static int call_tracer(cg_thread *th, const char *event, PyGreenlet *origin,
     Py_XDECREF(exc_t);
     Py_XDECREF(exc_v);
     Py_XDECREF(exc_tb);
-    slots_clear(th);
     return -1;
   }
   Py_DECREF(r);
@@ -317,7 +326,7 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
   PyGreenlet *t = target;
   while (g_dead(t->pimpl) && t->pimpl->parent)
     t = t->pimpl->parent;
-  if (status == GREENLET_OK && !g_started(t->pimpl)) {
+  if (!g_started(t->pimpl)) {
     /* Looked up now (a subclass may define run as a method): a missing run
      * is the caller's error, and the greenlet stays unstarted. */
     PyObject *run = PyObject_GetAttr((PyObject *)t, str_run);
@@ -326,6 +335,20 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
       return NULL;
     }
     Py_XSETREF(t->pimpl->run, run);
+    /* An unstarted greenlet may have been given a parent of another thread
+     * (even by that lookup); it can start only under one of this thread. */
+    PyGreenlet *p = t->pimpl->parent;
+    if (p && p->pimpl->thread != th) {
+      slots_clear(th);
+      check_thread(th, p);
+      return NULL;
+    }
+    if (p && greenlet_parent(t->pimpl->core) != p->pimpl->core &&
+        greenlet_set_parent(t->pimpl->core, p->pimpl->core) != 0) {
+      slots_clear(th);
+      PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
+      return NULL;
+    }
   }
   if (t->pimpl->thread != th) {
     slots_clear(th);
@@ -342,31 +365,33 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
   Py_XSETREF(th->origin, self);
   cg_pystate_save(&me->st, ts);
   uint8_t tracing = cg_pystate_use_tracing(ts);
-  int rc = status == GREENLET_OK ? greenlet_switch(target->pimpl->core, NULL, NULL)
-                                 : greenlet_throw(target->pimpl->core, NULL, NULL);
+  /* To t, the Python-level resolution: the core's parent links can differ
+   * for a dead greenlet (see green_run). */
+  int rc = status == GREENLET_OK ? greenlet_switch(t->pimpl->core, NULL, NULL)
+                                 : greenlet_throw(t->pimpl->core, NULL, NULL);
   /* Resumed (or refused). */
   if (rc >= 0) {
     tracing = cg_pystate_use_tracing(ts);
   }
   cg_pystate_restore(&me->st, ts, tracing);
-  Py_INCREF(self);
-  Py_XSETREF(th->current, self); /* may free the greenlet we came from */
+  PyObject *result;
+  PyGreenlet *origin = NULL;
   if (rc < 0) {
     slots_clear(th);
-    return core_error(rc);
-  }
-  PyGreenlet *origin = th->origin;
-  th->origin = NULL;
-  if (origin != self && th->tracefunc) {
-    int traced = call_tracer(th, rc == GREENLET_ERROR ? "throw" : "switch",
-                             origin, self);
-    Py_XDECREF(origin);
-    if (traced < 0)
-      return NULL;
+    result = core_error(rc);
   } else {
-    Py_XDECREF(origin);
+    origin = th->origin;
+    th->origin = NULL;
+    result = slots_take(th); /* before anything can run Python code */
   }
-  return slots_take(th);
+  Py_INCREF(self);
+  Py_XSETREF(th->current, self); /* may free (kill) the one we came from */
+  if (origin && origin != self && th->tracefunc &&
+      call_tracer(th, rc == GREENLET_ERROR ? "throw" : "switch", origin,
+                  self) < 0)
+    Py_CLEAR(result);
+  Py_XDECREF(origin);
+  return result;
 }
 
 /*
@@ -382,7 +407,13 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   cg_thread *th = me->thread;
   PyThreadState *ts = th->tstate;
   cg_start_buffers buffers;
-  cg_pystate_start(&me->st, ts, &buffers, cg_pystate_use_tracing(ts));
+  if (cg_pystate_start(&me->st, ts, &buffers, cg_pystate_use_tracing(ts)) < 0)
+    Py_FatalError("greenlet: no memory for a starting greenlet's frames");
+  PyObject *args = th->xfer_args ? th->xfer_args : Py_NewRef(empty_tuple);
+  PyObject *kwargs = th->xfer_kwargs;
+  th->xfer_args = th->xfer_kwargs = NULL;
+  PyGreenlet *origin = th->origin;
+  th->origin = NULL;
   /* Only now: dropping the greenlet we came from may run Python code. */
   Py_INCREF(self);
   Py_XSETREF(th->current, self);
@@ -390,15 +421,11 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   me->run = NULL;
   if (!run) /* started by a child's result: look run up here */
     run = PyObject_GetAttr((PyObject *)self, str_run);
-  PyObject *args = th->xfer_args ? th->xfer_args : Py_NewRef(empty_tuple);
-  PyObject *kwargs = th->xfer_kwargs;
-  th->xfer_args = th->xfer_kwargs = NULL;
-  PyGreenlet *origin = th->origin;
-  th->origin = NULL;
   PyObject *r = NULL;
-  if (run && call_tracer(th, "switch", origin, self) == 0)
+  int traced = run ? call_tracer(th, "switch", origin, self) : -1;
+  Py_XDECREF(origin); /* not held while run runs: it may never return */
+  if (traced == 0)
     r = PyObject_Call(run, args, kwargs);
-  Py_XDECREF(origin);
   Py_XDECREF(run);
   Py_DECREF(args);
   Py_XDECREF(kwargs);
@@ -421,6 +448,23 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   if (!r) {
     PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);
     status = GREENLET_ERROR;
+  }
+  /* The outcome starts an unstarted ancestor: its run is looked up here,
+   * where Python code may run.  If that fails, the error goes past it to
+   * its parent and it stays unstarted (as stock greenlet does). */
+  PyGreenlet *t = me->parent;
+  while (t && g_dead(t->pimpl))
+    t = t->pimpl->parent;
+  if (status == GREENLET_OK && t && !g_started(t->pimpl) && t->pimpl->parent) {
+    PyObject *trun = PyObject_GetAttr((PyObject *)t, str_run);
+    if (trun) {
+      Py_XSETREF(t->pimpl->run, trun);
+    } else {
+      slots_clear(th);
+      PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);
+      status = GREENLET_ERROR;
+      greenlet_set_parent(me->core, t->pimpl->parent->pimpl->core);
+    }
   }
   Py_INCREF(self);
   Py_XSETREF(th->origin, self); /* for the tracer of whoever resumes */
@@ -453,6 +497,7 @@ static PyObject *green_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   cg_thread *th = thread_get();
   if (!th)
     return NULL;
+  process_deleteme(th);
   PyGreenlet *g = green_alloc(type);
   if (!g)
     return NULL;
@@ -492,6 +537,7 @@ static int green_traverse(PyGreenlet *self, visitproc visit, void *arg) {
   if (i) {
     Py_VISIT(i->run);
     Py_VISIT(i->parent);
+    Py_VISIT(i->dead_frame);
     int r = cg_pystate_traverse(&i->st, visit, arg);
     if (r)
       return r;
@@ -519,6 +565,7 @@ static int kill_in_place(cg_thread *th, PyGreenlet *self) {
   cg_impl *i = self->pimpl;
   PyObject *exc_t, *exc_v, *exc_tb;
   PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+  PyGreenlet *old_parent = (PyGreenlet *)Py_XNewRef(i->parent);
   int rc = greenlet_set_parent(i->core, th->current->pimpl->core);
   if (rc == 0)
     Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(th->current));
@@ -529,6 +576,11 @@ static int kill_in_place(cg_thread *th, PyGreenlet *self) {
   if (!r)
     PyErr_WriteUnraisable((PyObject *)self);
   Py_XDECREF(r);
+  /* It switched away instead of dying: give it back its parent. */
+  if (rc == 0 && g_active(i) && old_parent && old_parent->pimpl->core &&
+      greenlet_set_parent(i->core, old_parent->pimpl->core) == 0)
+    Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(old_parent));
+  Py_XDECREF(old_parent);
   PyErr_Restore(exc_t, exc_v, exc_tb);
   return ok ? 0 : -1;
 }
@@ -566,15 +618,16 @@ static void green_dealloc(PyGreenlet *self) {
       /* Resurrect for the duration of the kill. */
       Py_SET_REFCNT(self, 1);
       kill_in_place(th, self);
-      if (Py_REFCNT(self) > 1 || g_active(i)) {
-        /* Revived by the kill (stored somewhere, or it would not die). */
-        if (g_active(i))
-          Py_INCREF(self); /* never freed: it holds a live stack */
+      if (Py_REFCNT(self) > 1) {
+        /* Revived: the kill stored a reference somewhere.  A later dealloc
+         * kills it again. */
         Py_SET_REFCNT(self, Py_REFCNT(self) - 1);
         keep_type_alive(self);
         PyObject_GC_Track(self);
         return;
       }
+      /* Dead, or it switched away and nobody holds it: then it is dropped
+       * without unwinding (its remaining frames are leaked). */
       Py_SET_REFCNT(self, 0);
     } else if (i->thread && i->thread->deleteme) {
       /* The owner kills it at its next greenlet call. */
@@ -598,6 +651,9 @@ static void green_dealloc(PyGreenlet *self) {
     impl_unlink(i);
     Py_CLEAR(i->run);
     Py_CLEAR(i->parent);
+    if (i->thread_gone)
+      cg_pystate_abandon(&i->st, i->dead_frame);
+    Py_CLEAR(i->dead_frame);
     cg_pystate_clear(&i->st);
     PyMem_Free(i);
     self->pimpl = NULL;
@@ -677,6 +733,18 @@ static PyObject *green_throw(PyGreenlet *self, PyObject *args) {
     return NULL;
   if (throw_prepare(th, typ, val, tb) < 0)
     return NULL;
+  if (g_dead(self->pimpl) &&
+      PyErr_GivenExceptionMatches(th->xfer_type, PyExc_GreenletExit)) {
+    /* Nothing left to exit: it passes on as the dead greenlet's return
+     * value, like a GreenletExit escaping run. */
+    PyObject *v = th->xfer_value ? th->xfer_value : Py_None;
+    PyObject *args = PyTuple_Pack(1, v);
+    slots_clear(th);
+    if (!args)
+      return NULL;
+    th->xfer_args = args;
+    return do_switch(th, self, GREENLET_OK);
+  }
   return do_switch(th, self, GREENLET_ERROR);
 }
 
@@ -739,33 +807,31 @@ static int green_setparent(PyGreenlet *self, PyObject *value, void *c) {
     return -1;
   }
   if (!GREENLET_CHECK(value)) {
-    PyErr_SetString(PyExc_TypeError, "parent must be a greenlet");
+    PyErr_Format(PyExc_TypeError,
+                 "GreenletChecker: Expected any type of greenlet, not %s",
+                 Py_TYPE(value)->tp_name);
     return -1;
   }
   PyGreenlet *p = (PyGreenlet *)value;
   cg_impl *i = self->pimpl;
+  if (i->is_main) {
+    PyErr_SetString(PyExc_AttributeError,
+                    "cannot set the parent of a main greenlet");
+    return -1;
+  }
   for (PyGreenlet *q = p; q; q = q->pimpl->parent)
     if (q == self) {
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
       return -1;
     }
-  if (i->is_main) {
-    PyErr_SetString(PyExc_ValueError, "cannot set the parent of a main greenlet");
-    return -1;
-  }
-  if (!p->pimpl->thread || p->pimpl->thread != i->thread) {
+  int same_thread = p->pimpl->thread && p->pimpl->thread == i->thread;
+  if (!same_thread && g_started(i)) {
     PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
     return -1;
   }
-  if (i->core && p->pimpl->core) {
-    cg_thread *th = thread_get();
-    if (!th)
-      return -1;
-    if (th != i->thread) {
-      PyErr_SetString(PyExc_ValueError,
-                      "parent cannot be on a different thread");
-      return -1;
-    }
+  /* An unstarted greenlet may name a parent of another thread: switching
+   * to it then fails (do_switch); the core parent follows at start. */
+  if (same_thread && i->core && p->pimpl->core && i->thread == cg_tls) {
     int rc = greenlet_set_parent(i->core, p->pimpl->core);
     if (rc == GREENLET_ECYCLE) {
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
@@ -836,6 +902,8 @@ static PyObject *green_getframe(PyGreenlet *self, void *c) {
   (void)c;
   cg_impl *i = self->pimpl;
   cg_thread *th = cg_tls;
+  if (i->dead_frame)
+    return Py_NewRef(i->dead_frame);
   if (!g_active(i) || i->is_main || !th || i->thread != th ||
       th->current == self)
     Py_RETURN_NONE;
@@ -850,8 +918,11 @@ static PyObject *green_getdead(PyGreenlet *self, void *c) {
 static PyObject *green_get_stack_saved(PyGreenlet *self, void *c) {
   (void)c;
   cg_impl *i = self->pimpl;
-  return PyLong_FromSize_t(i->core && !i->is_main ? greenlet_stack_in_use(i->core)
-                                                  : 0);
+  /* The bytes of its own stack a suspended greenlet occupies (stock
+   * greenlet reports the bytes it copied off the C stack). */
+  return PyLong_FromSize_t(i->core && !i->thread_gone
+                               ? greenlet_stack_in_use(i->core)
+                               : 0);
 }
 
 static PyObject *green_get_main(PyGreenlet *self, void *c) {
@@ -861,19 +932,18 @@ static PyObject *green_get_main(PyGreenlet *self, void *c) {
 
 static PyObject *green_repr(PyGreenlet *self) {
   cg_impl *i = self->pimpl;
-  const char *state;
-  if (i->thread_gone)
-    state = " (thread exited)";
-  else if (i->thread && i->thread->current == self)
-    state = " current";
-  else
-    state = "";
-  const char *life = g_active(i) ? " active" : g_started(i) ? " dead" : " pending";
-  if (i->is_main)
-    life = " main";
-  return PyUnicode_FromFormat("<%s object at %p (otid=%p)%s%s>",
-                              Py_TYPE(self)->tp_name, self, i->thread, state,
-                              life);
+  const char *tp = Py_TYPE(self)->tp_name;
+  if (g_active(i) || (i->is_main && !i->thread_gone))
+    return PyUnicode_FromFormat(
+        "<%s object at %p (otid=%p)%s active started%s>", tp, self, i->thread,
+        cg_tls && cg_tls->current == self ? " current" : " suspended",
+        i->is_main ? " main" : "");
+  if (g_started(i))
+    return PyUnicode_FromFormat("<%s object at %p (otid=%p) %sdead>", tp, self,
+                                i->thread,
+                                i->thread_gone ? "(thread exited) " : "");
+  return PyUnicode_FromFormat("<%s object at %p (otid=%p) pending>", tp, self,
+                              i->thread);
 }
 
 static PyObject *green_getstate(PyGreenlet *self, PyObject *unused) {

@@ -7,13 +7,15 @@
  *   cg_pystate_save(st, ts)          running greenlet -> its record
  *   cg_pystate_restore(st, ts, tr)   its record -> thread state (tr: the
  *                                    tracing flag of the greenlet we came from)
- *   cg_pystate_start(st, ts, b)      fresh state for a greenlet starting on
- *                                    its own stack (b: stack-resident buffers)
+ *   cg_pystate_start(st, ts, b, tr)  fresh state for a greenlet starting on
+ *                                    its own stack (-1: out of memory)
  *   cg_pystate_finish(st, ts)        a finished greenlet gives back what it
  *                                    allocated (no Python code runs after)
  *   cg_pystate_use_tracing(ts)       the tracing flag to copy across a switch
  *   cg_pystate_frame(st, ts)         new reference to the suspended greenlet's
  *                                    top frame object, or None
+ *   cg_pystate_abandon(st, frame)    frees what a greenlet dropped without
+ *                                    unwinding left, when it is safe
  *   cg_pystate_context / _set_context, cg_pystate_traverse, cg_pystate_clear
  */
 #ifndef CGREENLET_PYSTATE_H

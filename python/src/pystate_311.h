@@ -23,19 +23,20 @@ typedef struct cg_pystate {
   _PyErr_StackItem exc_state;
   PyObject *context;
   int trash_delete_nesting;
+  _PyStackChunk *root; /* root data-stack chunk, from start to finish */
 } cg_pystate;
 
-/* Buffers a starting greenlet keeps on its own C stack for its lifetime: the
- * root _PyCFrame and the root data-stack chunk.  CPython never frees a root
- * chunk whose first slot is skipped, and frees the chunks it pushes on top,
- * so a greenlet whose frames fit in this chunk allocates nothing for them. */
+/* What a starting greenlet keeps for its lifetime: the root _PyCFrame, on
+ * its own C stack, and a small root data-stack chunk.  CPython never frees a
+ * root chunk whose first slot is skipped, and frees the chunks it pushes on
+ * top, so a greenlet whose frames fit here needs no 16 KiB chunk of its own.
+ * The chunk is not on the C stack: a greenlet whose thread dies is dropped
+ * without unwinding, and its frames (which frame objects may point into)
+ * must stay readable. */
 #define CG_ROOT_CHUNK_BYTES 2048
 typedef struct cg_start_buffers {
   _PyCFrame cframe;
-  union {
-    _PyStackChunk chunk;
-    char bytes[CG_ROOT_CHUNK_BYTES];
-  } root;
+  _PyStackChunk *root;
 } cg_start_buffers;
 
 static inline uint8_t cg_pystate_use_tracing(PyThreadState *ts) {
@@ -81,20 +82,24 @@ static inline void cg_pystate_restore(cg_pystate *st, PyThreadState *ts,
 
 /* The state of a greenlet that starts now, on its own stack.  The context
  * set on it before it started (gr_context) becomes the thread's. */
-static inline void cg_pystate_start(cg_pystate *st, PyThreadState *ts,
-                                    cg_start_buffers *b, uint8_t use_tracing) {
+static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
+                                   cg_start_buffers *b, uint8_t use_tracing) {
+  _PyStackChunk *c = PyMem_RawMalloc(CG_ROOT_CHUNK_BYTES);
+  if (!c)
+    return -1;
+  b->root = c;
+  st->root = c;
   b->cframe.use_tracing = use_tracing;
   b->cframe.current_frame = NULL;
   b->cframe.previous = &ts->root_cframe;
   ts->cframe = &b->cframe;
   ts->recursion_remaining = ts->recursion_limit;
-  _PyStackChunk *c = &b->root.chunk;
   c->previous = NULL;
-  c->size = sizeof b->root;
+  c->size = CG_ROOT_CHUNK_BYTES;
   c->top = 0;
   ts->datastack_chunk = c;
   ts->datastack_top = &c->data[1]; /* first slot skipped: never popped */
-  ts->datastack_limit = (PyObject **)((char *)c + sizeof b->root);
+  ts->datastack_limit = (PyObject **)((char *)c + CG_ROOT_CHUNK_BYTES);
   ts->exc_state.exc_value = NULL;
   ts->exc_state.previous_item = NULL;
   ts->exc_info = &ts->exc_state;
@@ -102,6 +107,7 @@ static inline void cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   st->context = NULL;
   ts->context_ver++;
   ts->trash_delete_nesting = 0;
+  return 0;
 }
 
 /*
@@ -109,7 +115,7 @@ static inline void cg_pystate_start(cg_pystate *st, PyThreadState *ts,
  * context stays with it (gr_context of a dead greenlet shows the context it
  * ran in); the handled-exception state is dropped (that may run finalizers,
  * so first, while its data stack is still valid); then the data-stack chunks
- * CPython pushed above the root are freed (the root is on the dying stack).
+ * CPython pushed above the root are freed, and the root.
  */
 static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
   Py_XSETREF(st->context, ts->context);
@@ -123,6 +129,8 @@ static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
     arena.free(arena.ctx, c, c->size);
     c = prev;
   }
+  PyMem_RawFree(c); /* the root, from cg_pystate_start */
+  st->root = NULL;
   ts->datastack_chunk = NULL;
   ts->datastack_top = NULL;
   ts->datastack_limit = NULL;
@@ -172,6 +180,19 @@ static inline int cg_pystate_traverse(cg_pystate *st, visitproc visit,
 static inline void cg_pystate_clear(cg_pystate *st) {
   Py_CLEAR(st->context);
   Py_CLEAR(st->exc_state.exc_value);
+}
+
+/*
+ * A greenlet dropped without unwinding (its thread exited) is freed: its
+ * root chunk can go if no frame object can still point into it, i.e. if
+ * top_frame (the frame object kept for gr_frame, or NULL) is about to die
+ * with it.  Otherwise the chunk is leaked (its frames' references too, as
+ * with stock greenlet).
+ */
+static inline void cg_pystate_abandon(cg_pystate *st, PyObject *top_frame) {
+  if (st->root && (!top_frame || Py_REFCNT(top_frame) == 1))
+    PyMem_RawFree(st->root);
+  st->root = NULL;
 }
 
 #endif
