@@ -157,6 +157,7 @@ static void cg_thread_dealloc(cg_thread *th) {
       i->dead_frame = cg_pystate_frame(&i->st, th->tstate);
       if (!i->dead_frame)
         PyErr_Clear();
+      cg_pystate_orphan(&i->st);
     }
     i->st.cframe = NULL;
     i->thread = NULL;
@@ -651,9 +652,9 @@ static void green_dealloc(PyGreenlet *self) {
     impl_unlink(i);
     Py_CLEAR(i->run);
     Py_CLEAR(i->parent);
-    if (i->thread_gone)
-      cg_pystate_abandon(&i->st, i->dead_frame);
     Py_CLEAR(i->dead_frame);
+    if (i->thread_gone)
+      cg_pystate_abandon(&i->st);
     cg_pystate_clear(&i->st);
     PyMem_Free(i);
     self->pimpl = NULL;

@@ -14,8 +14,9 @@
  *   cg_pystate_use_tracing(ts)       the tracing flag to copy across a switch
  *   cg_pystate_frame(st, ts)         new reference to the suspended greenlet's
  *                                    top frame object, or None
- *   cg_pystate_abandon(st, frame)    frees what a greenlet dropped without
- *                                    unwinding left, when it is safe
+ *   cg_pystate_orphan(st)            its thread exits while it is suspended
+ *   cg_pystate_abandon(st)           releases what such a greenlet's frames
+ *                                    hold, when its object is freed
  *   cg_pystate_context / _set_context, cg_pystate_traverse, cg_pystate_clear
  */
 #ifndef CGREENLET_PYSTATE_H

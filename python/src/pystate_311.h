@@ -13,6 +13,13 @@
 #ifndef CGREENLET_PYSTATE_311_H
 #define CGREENLET_PYSTATE_311_H
 
+/* _PyInterpreterFrame, to release the frames of a greenlet dropped without
+ * unwinding (cg_pystate_abandon). */
+#ifndef Py_BUILD_CORE
+#define Py_BUILD_CORE 1
+#endif
+#include <internal/pycore_frame.h>
+
 typedef struct cg_pystate {
   _PyCFrame *cframe;
   int recursion_depth;
@@ -24,6 +31,7 @@ typedef struct cg_pystate {
   PyObject *context;
   int trash_delete_nesting;
   _PyStackChunk *root; /* root data-stack chunk, from start to finish */
+  _PyInterpreterFrame *abandoned; /* top frame of a greenlet dropped mid-run */
 } cg_pystate;
 
 /* What a starting greenlet keeps for its lifetime: the root _PyCFrame, on
@@ -182,17 +190,59 @@ static inline void cg_pystate_clear(cg_pystate *st) {
   Py_CLEAR(st->exc_state.exc_value);
 }
 
+/* The greenlet's thread is exiting while it is suspended: remember its top
+ * interpreter frame (its C stack, where the _PyCFrame lives, is about to go). */
+static inline void cg_pystate_orphan(cg_pystate *st) {
+  st->abandoned = st->cframe ? st->cframe->current_frame : NULL;
+  st->cframe = NULL;
+}
+
 /*
- * A greenlet dropped without unwinding (its thread exited) is freed: its
- * root chunk can go if no frame object can still point into it, i.e. if
- * top_frame (the frame object kept for gr_frame, or NULL) is about to die
- * with it.  Otherwise the chunk is leaked (its frames' references too, as
- * with stock greenlet).
+ * The object of a greenlet dropped without unwinding (its thread exited) is
+ * freed.  Its frames never return, so what they hold is released here: the
+ * locals and the frame objects.  (The value stack of a frame suspended in a
+ * call cannot be: its extent was in the lost C frame; those references
+ * leak.)  Frames owned by
+ * generators are left to their generators.  The frames' memory (data-stack
+ * chunks) is freed too, unless a frame object someone else holds still
+ * points into it; then it is leaked.
  */
-static inline void cg_pystate_abandon(cg_pystate *st, PyObject *top_frame) {
-  if (st->root && (!top_frame || Py_REFCNT(top_frame) == 1))
+static inline void cg_pystate_abandon(cg_pystate *st) {
+  int in_use = 0;
+  for (_PyInterpreterFrame *f = st->abandoned; f; f = f->previous) {
+    if (f->owner != FRAME_OWNED_BY_THREAD)
+      continue;
+    /* A frame suspended mid-call has stacktop -1: its value stack's extent
+     * was in the lost C frame, so only the locals are known to be live. */
+    int n = f->stacktop >= 0 ? f->stacktop : f->f_code->co_nlocalsplus;
+    for (int k = 0; k < n; k++)
+      Py_CLEAR(f->localsplus[k]);
+    f->stacktop = 0;
+    Py_CLEAR(f->f_locals);
+    PyFrameObject *fo = f->frame_obj;
+    if (fo && Py_REFCNT(fo) > 1) {
+      in_use = 1; /* it outlives us, and reads f_code through this frame */
+    } else {
+      f->frame_obj = NULL;
+      Py_XDECREF(fo);
+      Py_CLEAR(f->f_func);
+      Py_CLEAR(f->f_code);
+    }
+  }
+  st->abandoned = NULL;
+  if (!in_use && st->root) {
+    PyObjectArenaAllocator arena;
+    PyObject_GetArenaAllocator(&arena);
+    _PyStackChunk *c = st->datastack_chunk;
+    while (c && c != st->root) {
+      _PyStackChunk *prev = c->previous;
+      arena.free(arena.ctx, c, c->size);
+      c = prev;
+    }
     PyMem_RawFree(st->root);
+  }
   st->root = NULL;
+  st->datastack_chunk = NULL;
 }
 
 #endif
