@@ -161,7 +161,9 @@ static void cg_thread_dealloc(cg_thread *th) {
     }
     i->st.cframe = NULL;
     i->thread = NULL;
-    i->thread_gone = 1;
+    /* One never switched to has no core yet: it may still start elsewhere
+     * (if given a parent there). */
+    i->thread_gone = i->core != NULL || i->is_main;
     if (i->core && !i->is_main)
       greenlet_destroy(i->core, GREENLET_DESTROY_DISCARD);
     i->core = NULL;
@@ -302,10 +304,13 @@ static PyObject *core_error(int rc) {
                       greenlet_strerror(rc));
 }
 
-/* Checks that target can be switched to from this thread. */
+static int ensure_core(cg_thread *th, PyGreenlet *g);
+
+/* Checks that target can be switched to from this thread.  An unstarted
+ * greenlet belongs to the thread of its parent (checked at its start). */
 static int check_thread(cg_thread *th, PyGreenlet *target) {
   cg_impl *i = target->pimpl;
-  if (i->thread == th)
+  if (i->thread == th || (!i->core && !i->is_main && !i->thread_gone))
     return 0;
   if (i->thread_gone || !i->thread)
     PyErr_SetString(PyExc_GreenletError,
@@ -342,6 +347,10 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
     if (p && p->pimpl->thread != th) {
       slots_clear(th);
       check_thread(th, p);
+      return NULL;
+    }
+    if (ensure_core(th, t) < 0) {
+      slots_clear(th);
       return NULL;
     }
     if (p && greenlet_parent(t->pimpl->core) != p->pimpl->core &&
@@ -464,7 +473,11 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
       slots_clear(th);
       PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);
       status = GREENLET_ERROR;
-      greenlet_set_parent(me->core, t->pimpl->parent->pimpl->core);
+      PyGreenlet *gp = t->pimpl->parent;
+      if (gp->pimpl->thread == th && ensure_core(th, gp) == 0)
+        greenlet_set_parent(me->core, gp->pimpl->core);
+      else
+        PyErr_Clear();
     }
   }
   Py_INCREF(self);
@@ -503,17 +516,43 @@ static PyObject *green_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   if (!g)
     return NULL;
   cg_impl *i = g->pimpl;
-  greenlet_attr_t attr = {.stack_size = CG_STACK_SIZE, .name = NULL};
-  int rc = greenlet_create(&i->core, green_run, th->current->pimpl->core, &attr);
-  if (rc != 0) {
-    i->core = NULL;
-    Py_DECREF(g);
-    return core_error(rc);
-  }
-  greenlet_set_userdata(i->core, g);
+  /* The core greenlet is made when this one is first switched to, in the
+   * thread that does it (ensure_core): an unstarted greenlet may be given a
+   * parent of another thread and started there (gevent's thread pool). */
   i->parent = (PyGreenlet *)Py_NewRef(th->current);
   impl_link(th, i);
   return (PyObject *)g;
+}
+
+/*
+ * Gives an unstarted greenlet, about to be switched to on thread th, its
+ * core greenlet (and its ancestors theirs: a finishing child hands its
+ * result to the core parent).  Moves it to th's list.
+ */
+static int ensure_core(cg_thread *th, PyGreenlet *g) {
+  cg_impl *i = g->pimpl;
+  if (i->core)
+    return 0;
+  PyGreenlet *p = i->parent;
+  if (!p || p->pimpl->thread != th) {
+    check_thread(th, p ? p : g);
+    return -1;
+  }
+  if (ensure_core(th, p) < 0)
+    return -1;
+  greenlet_attr_t attr = {.stack_size = CG_STACK_SIZE, .name = NULL};
+  int rc = greenlet_create(&i->core, green_run, p->pimpl->core, &attr);
+  if (rc != 0) {
+    i->core = NULL;
+    core_error(rc);
+    return -1;
+  }
+  greenlet_set_userdata(i->core, g);
+  if (i->thread != th) {
+    impl_unlink(i);
+    impl_link(th, i);
+  }
+  return 0;
 }
 
 static int green_setparent(PyGreenlet *self, PyObject *value, void *c);
@@ -832,7 +871,9 @@ static int green_setparent(PyGreenlet *self, PyObject *value, void *c) {
   }
   /* An unstarted greenlet may name a parent of another thread: switching
    * to it then fails (do_switch); the core parent follows at start. */
-  if (same_thread && i->core && p->pimpl->core && i->thread == cg_tls) {
+  if (same_thread && i->core && i->thread == cg_tls) {
+    if (ensure_core(cg_tls, p) < 0)
+      return -1;
     int rc = greenlet_set_parent(i->core, p->pimpl->core);
     if (rc == GREENLET_ECYCLE) {
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
