@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # deps.sh GROUP... - make sure the Debian packages a command needs are there.
 # As root it installs what is missing (apt-get install -y); otherwise it names
-# the missing packages and fails.  Groups: build test bench demo.
+# the missing packages and fails.  Groups: build test bench python demo.
 set -euo pipefail
 
 declare -A PKGS=(
   [build]="gcc make libc6-dev pkg-config valgrind"
   [test]="g++ gdb libcriterion-dev valgrind clang libclang-rt-14-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-user-binfmt"
   [bench]="g++ libboost-context-dev"
-  [demo]=""
+  [python]="python3-dev python3-setuptools python3-pytest python3-greenlet python3-gevent python3-eventlet python3-objgraph python3-psutil wrk"
+  [demo]="python3-dev python3-setuptools python3-gevent"
 )
 
 want=()

@@ -666,8 +666,14 @@ static void green_dealloc(PyGreenlet *self) {
         PyObject_GC_Track(self);
         return;
       }
-      /* Dead, or it switched away and nobody holds it: then it is dropped
-       * without unwinding (its remaining frames are leaked). */
+      if (g_active(i)) {
+        /* It caught GreenletExit and switched away: it refused to die.  As
+         * stock greenlet does, it lives on (unreferenced; a later throw can
+         * still finish it through a weak reference). */
+        keep_type_alive(self);
+        PyObject_GC_Track(self);
+        return;
+      }
       Py_SET_REFCNT(self, 0);
     } else if (i->thread && i->thread->deleteme) {
       /* The owner kills it at its next greenlet call. */
@@ -773,10 +779,21 @@ static PyObject *green_throw(PyGreenlet *self, PyObject *args) {
     return NULL;
   if (throw_prepare(th, typ, val, tb) < 0)
     return NULL;
-  if (g_dead(self->pimpl) &&
+  int unstarted = !g_started(self->pimpl);
+  if ((unstarted || g_dead(self->pimpl)) &&
       PyErr_GivenExceptionMatches(th->xfer_type, PyExc_GreenletExit)) {
-    /* Nothing left to exit: it passes on as the dead greenlet's return
-     * value, like a GreenletExit escaping run. */
+    /* Nothing (left) to exit: it passes on as the greenlet's return value,
+     * like a GreenletExit escaping run; an unstarted one dies unrun. */
+    if (unstarted) {
+      PyObject *run = PyObject_GetAttr((PyObject *)self, str_run);
+      if (!run || ensure_core(th, self) < 0) {
+        Py_XDECREF(run);
+        slots_clear(th);
+        return NULL;
+      }
+      Py_DECREF(run);
+      greenlet_kill(self->pimpl->core, NULL);
+    }
     PyObject *v = th->xfer_value ? th->xfer_value : Py_None;
     PyObject *args = PyTuple_Pack(1, v);
     slots_clear(th);

@@ -1,0 +1,176 @@
+"""eventlet green-socket servers on 127.0.0.1 with many clients (child process).
+
+No monkey-patching here (see eventlet_patched.py).  Prints "OK <check>" per
+check and "ALL-OK" at the end; any failure exits non-zero.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cgl_support  # noqa: E402
+
+cgl_support.check_eventlet_identity_or_exit()
+
+import time  # noqa: E402
+
+import eventlet  # noqa: E402
+import eventlet.wsgi  # noqa: E402
+from eventlet.green.http import client as green_http  # noqa: E402
+import greenlet  # noqa: E402
+
+
+def ok(name, detail=""):
+    print("OK %s %s" % (name, detail), flush=True)
+
+
+def check_echo_server(clients=200):
+    listener = eventlet.listen(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    pool = eventlet.GreenPool(1000)
+    handled = [0]
+
+    def handle(conn):
+        f = conn.makefile("rwb")
+        try:
+            while True:
+                line = f.readline()
+                if not line or line == b"bye\n":
+                    break
+                f.write(line[::-1][1:] + b"\n")   # reversed, newline kept last
+                f.flush()
+        finally:
+            f.close()
+            conn.close()
+            handled[0] += 1
+
+    def serve():
+        while True:
+            conn, _ = listener.accept()
+            pool.spawn_n(handle, conn)
+
+    server = eventlet.spawn(serve)
+
+    def client(i):
+        c = eventlet.connect(("127.0.0.1", port))
+        f = c.makefile("rwb")
+        try:
+            for k in range(5):
+                msg = ("c%d-k%d-" % (i, k) + "x" * (i % 97)).encode()
+                f.write(msg + b"\n")
+                f.flush()
+                reply = f.readline()
+                assert reply == msg[::-1] + b"\n", (reply, msg)
+            f.write(b"bye\n")
+            f.flush()
+        finally:
+            f.close()
+            c.close()
+        return i
+
+    client_pool = eventlet.GreenPool(clients)
+    with eventlet.Timeout(15):
+        done = sorted(client_pool.imap(client, range(clients)))
+        while handled[0] < clients:
+            eventlet.sleep(0.01)
+    assert done == list(range(clients))
+    server.kill()
+    listener.close()
+    ok("echo-server", "%d clients" % clients)
+
+
+def check_wsgi_server(clients=50, per_client=4):
+    def app(environ, start_response):
+        _, ident, repeat = environ["PATH_INFO"].split("/")
+        eventlet.sleep(0.01)
+        body = ("eventlet %s;" % ident * int(repeat)).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+    sock = eventlet.listen(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    devnull = open(os.devnull, "w")
+    server = eventlet.spawn(eventlet.wsgi.server, sock, app, log=devnull,
+                            log_output=False, custom_pool=eventlet.GreenPool(500))
+
+    def client(i):
+        conn = green_http.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for k in range(per_client):
+                repeat = 1 + (i * 11 + k) % 200
+                conn.request("GET", "/%d-%d/%d" % (i, k, repeat))
+                resp = conn.getresponse()
+                body = resp.read()
+                assert resp.status == 200
+                assert body == ("eventlet %d-%d;" % (i, k) * repeat).encode()
+        finally:
+            conn.close()
+        return per_client
+
+    started = time.monotonic()
+    with eventlet.Timeout(15):
+        total = sum(eventlet.GreenPool(clients).imap(client, range(clients)))
+    elapsed = time.monotonic() - started
+    assert total == clients * per_client
+    # 200 requests each sleeping 10 ms: concurrency keeps this far below 2 s.
+    assert elapsed < 2.0, elapsed
+    server.kill()
+    sock.close()
+    devnull.close()
+    ok("wsgi-server", "%d requests in %.3fs" % (total, elapsed))
+
+
+def check_timeout():
+    started = time.monotonic()
+    try:
+        with eventlet.Timeout(0.05):
+            eventlet.sleep(2)
+    except eventlet.Timeout:
+        pass
+    else:
+        raise AssertionError("eventlet.Timeout did not fire")
+    assert time.monotonic() - started < 1.0
+    with eventlet.Timeout(0.02, False):
+        eventlet.sleep(2)
+    assert time.monotonic() - started < 1.5
+
+    class Custom(Exception):
+        pass
+    try:
+        with eventlet.Timeout(0.02, Custom("late")):
+            eventlet.sleep(2)
+    except Custom as exc:
+        assert str(exc) == "late"
+    ok("timeout")
+
+
+def check_greenthreads():
+    log = []
+
+    def victim():
+        try:
+            eventlet.sleep(10)
+        except greenlet.GreenletExit:
+            log.append("exit")
+            raise
+        finally:
+            log.append("finally")
+    gt = eventlet.spawn(victim)
+    eventlet.sleep(0)
+    gt.kill()
+    assert log == ["exit", "finally"] and gt.dead
+    results = [eventlet.spawn(lambda x: x * 2, i) for i in range(100)]
+    assert [r.wait() for r in results] == [i * 2 for i in range(100)]
+    ok("greenthreads")
+
+
+def main():
+    check_echo_server()
+    check_wsgi_server()
+    check_timeout()
+    check_greenthreads()
+    print("ALL-OK", flush=True)
+
+
+if __name__ == "__main__":
+    main()
