@@ -33,9 +33,8 @@ CI_MODE=0   # --ci: leave out python/tests/known_failures.txt (printed)
 KNOWN=python/tests/known_failures.txt
 PART_TIMEOUT=${CGREENLET_TEST_TIMEOUT:-900}   # seconds, per part (then SIGABRT)
 DEBIAN_TESTS=/usr/lib/python3/dist-packages/greenlet/tests
-PKGS="python3-dev python3-setuptools python3-pytest python3-greenlet python3-gevent python3-eventlet python3-objgraph python3-psutil wrk"
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -51,25 +50,7 @@ while [ $# -gt 0 ]; do
 done
 
 # ---------------------------------------------------------------- packages
-if grep -Eq '^[[:space:]]*\[python\]=' scripts/deps.sh 2>/dev/null; then
-  scripts/deps.sh python
-else
-  missing=()
-  for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "cgreenlet's Python tests need these Debian packages: ${missing[*]}" >&2
-      echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
-      exit 1
-    fi
-    echo "== installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-fi
+scripts/deps.sh python
 
 command -v "$PYTHON" >/dev/null || { echo "test-python.sh: no interpreter '$PYTHON'" >&2; exit 1; }
 PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
