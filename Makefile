@@ -73,7 +73,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: all lib examples tests check bench install uninstall clean demo test python test-python tsan-threads cxx-terminate gdb-target
+.PHONY: all lib examples tests check bench install uninstall clean demo test python test-python bench-python tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -139,6 +139,11 @@ test-python: python
 
 bench:
 	scripts/bench.sh
+
+# The Python module against Debian's stock greenlet, in the same run.
+bench-python: python
+	scripts/deps.sh python
+	$(PYTHON) bench/bench_python.py --python $(PYTHON) --build-dir build/python-$(PYVER)
 
 demo:
 	scripts/demo.sh
