@@ -349,7 +349,7 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
       check_thread(th, p);
       return NULL;
     }
-    if (ensure_core(th, t) < 0) {
+    if (ensure_core(th, t) < 0 || cg_pystate_prepare(&t->pimpl->st) < 0) {
       slots_clear(th);
       return NULL;
     }
@@ -418,7 +418,7 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   PyThreadState *ts = th->tstate;
   cg_start_buffers buffers;
   if (cg_pystate_start(&me->st, ts, &buffers, cg_pystate_use_tracing(ts)) < 0)
-    Py_FatalError("greenlet: no memory for a starting greenlet's frames");
+    Py_FatalError("greenlet: started without cg_pystate_prepare()");
   PyObject *args = th->xfer_args ? th->xfer_args : Py_NewRef(empty_tuple);
   PyObject *kwargs = th->xfer_kwargs;
   th->xfer_args = th->xfer_kwargs = NULL;
@@ -467,6 +467,8 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
     t = t->pimpl->parent;
   if (status == GREENLET_OK && t && !g_started(t->pimpl) && t->pimpl->parent) {
     PyObject *trun = PyObject_GetAttr((PyObject *)t, str_run);
+    if (trun && cg_pystate_prepare(&t->pimpl->st) < 0)
+      Py_CLEAR(trun);
     if (trun) {
       Py_XSETREF(t->pimpl->run, trun);
     } else {

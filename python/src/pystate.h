@@ -7,8 +7,10 @@
  *   cg_pystate_save(st, ts)          running greenlet -> its record
  *   cg_pystate_restore(st, ts, tr)   its record -> thread state (tr: the
  *                                    tracing flag of the greenlet we came from)
+ *   cg_pystate_prepare(st)           allocate, before the switch, what a
+ *                                    greenlet needs to start (MemoryError)
  *   cg_pystate_start(st, ts, b, tr)  fresh state for a greenlet starting on
- *                                    its own stack (-1: out of memory)
+ *                                    its own stack
  *   cg_pystate_finish(st, ts)        a finished greenlet gives back what it
  *                                    allocated (no Python code runs after)
  *   cg_pystate_use_tracing(ts)       the tracing flag to copy across a switch

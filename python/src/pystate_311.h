@@ -44,8 +44,17 @@ typedef struct cg_pystate {
 #define CG_ROOT_CHUNK_BYTES 2048
 typedef struct cg_start_buffers {
   _PyCFrame cframe;
-  _PyStackChunk *root;
 } cg_start_buffers;
+
+/* Allocates the root chunk of a greenlet about to start, on the switching
+ * side, where a failure can still be a MemoryError for the caller. */
+static inline int cg_pystate_prepare(cg_pystate *st) {
+  if (!st->root && !(st->root = PyMem_RawMalloc(CG_ROOT_CHUNK_BYTES))) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  return 0;
+}
 
 static inline uint8_t cg_pystate_use_tracing(PyThreadState *ts) {
   return ts->cframe->use_tracing;
@@ -92,11 +101,9 @@ static inline void cg_pystate_restore(cg_pystate *st, PyThreadState *ts,
  * set on it before it started (gr_context) becomes the thread's. */
 static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
                                    cg_start_buffers *b, uint8_t use_tracing) {
-  _PyStackChunk *c = PyMem_RawMalloc(CG_ROOT_CHUNK_BYTES);
+  _PyStackChunk *c = st->root; /* from cg_pystate_prepare */
   if (!c)
     return -1;
-  b->root = c;
-  st->root = c;
   b->cframe.use_tracing = use_tracing;
   b->cframe.current_frame = NULL;
   b->cframe.previous = &ts->root_cframe;
@@ -137,7 +144,7 @@ static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
     arena.free(arena.ctx, c, c->size);
     c = prev;
   }
-  PyMem_RawFree(c); /* the root, from cg_pystate_start */
+  PyMem_RawFree(c); /* the root, from cg_pystate_prepare */
   st->root = NULL;
   ts->datastack_chunk = NULL;
   ts->datastack_top = NULL;
@@ -185,9 +192,12 @@ static inline int cg_pystate_traverse(cg_pystate *st, visitproc visit,
   return 0;
 }
 
+/* A greenlet that is not running (never started, or finished) is freed. */
 static inline void cg_pystate_clear(cg_pystate *st) {
   Py_CLEAR(st->context);
   Py_CLEAR(st->exc_state.exc_value);
+  PyMem_RawFree(st->root); /* prepared for a start that never came */
+  st->root = NULL;
 }
 
 /* The greenlet's thread is exiting while it is suspended: remember its top
