@@ -270,7 +270,8 @@ static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
   from->out = out;
   if (to->out)
     *to->out = value;
-  ts->start_value = value;
+  else /* starting (prepare_start cleared out), or it waits with out NULL */
+    ts->start_value = value;
   ts->current = to;
 #ifdef GREENLET_TSAN
   __tsan_switch_to_fiber(to->tsan_fiber, 0);

@@ -986,11 +986,6 @@ static PyObject *green_get_stack_saved(PyGreenlet *self, void *c) {
                                : 0);
 }
 
-static PyObject *green_get_main(PyGreenlet *self, void *c) {
-  (void)c;
-  return PyBool_FromLong(self->pimpl->is_main);
-}
-
 static PyObject *green_repr(PyGreenlet *self) {
   cg_impl *i = self->pimpl;
   const char *tp = Py_TYPE(self)->tp_name;
@@ -1040,7 +1035,6 @@ static PyGetSetDef green_getsets[] = {
      NULL},
     {"dead", (getter)green_getdead, NULL, NULL, NULL},
     {"_stack_saved", (getter)green_get_stack_saved, NULL, NULL, NULL},
-    {"_main", (getter)green_get_main, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyNumberMethods green_as_number = {.nb_bool = (inquiry)green_bool};
@@ -1174,16 +1168,23 @@ static PyGreenlet *capi_new(PyObject *run, PyGreenlet *parent) {
   return g;
 }
 
+/* The capsule's entry points take any pointer: non-greenlets are refused
+ * the way stock greenlet refuses them (TypeError, bad argument). */
+static int capi_bad(PyGreenlet *g) {
+  if (g && GREENLET_CHECK(g))
+    return 0;
+  PyErr_BadArgument();
+  return 1;
+}
+
 static PyGreenlet *capi_getcurrent(void) {
   return (PyGreenlet *)mod_getcurrent(NULL, NULL);
 }
 
 static PyObject *capi_throw(PyGreenlet *g, PyObject *typ, PyObject *val,
                             PyObject *tb) {
-  if (!GREENLET_CHECK(g)) {
-    PyErr_BadArgument();
+  if (capi_bad(g))
     return NULL;
-  }
   cg_thread *th = thread_get();
   if (!th)
     return NULL;
@@ -1194,10 +1195,8 @@ static PyObject *capi_throw(PyGreenlet *g, PyObject *typ, PyObject *val,
 }
 
 static PyObject *capi_switch(PyGreenlet *g, PyObject *args, PyObject *kwargs) {
-  if (!GREENLET_CHECK(g)) {
-    PyErr_BadArgument();
+  if (capi_bad(g))
     return NULL;
-  }
   if (!args)
     args = empty_tuple;
   if (kwargs && !PyDict_Check(kwargs))
@@ -1206,42 +1205,32 @@ static PyObject *capi_switch(PyGreenlet *g, PyObject *args, PyObject *kwargs) {
 }
 
 static int capi_setparent(PyGreenlet *g, PyGreenlet *p) {
-  if (!GREENLET_CHECK(g)) {
-    PyErr_BadArgument();
+  if (capi_bad(g))
     return -1;
-  }
   return green_setparent(g, (PyObject *)p, NULL);
 }
 
 static int capi_main(PyGreenlet *g) {
-  if (!GREENLET_CHECK(g)) {
-    PyErr_BadArgument();
+  if (capi_bad(g))
     return -1;
-  }
   return g->pimpl->is_main;
 }
 
 static int capi_started(PyGreenlet *g) {
-  if (!GREENLET_CHECK(g)) {
-    PyErr_BadArgument();
+  if (capi_bad(g))
     return -1;
-  }
   return g_started(g->pimpl);
 }
 
 static int capi_active(PyGreenlet *g) {
-  if (!GREENLET_CHECK(g)) {
-    PyErr_BadArgument();
+  if (capi_bad(g))
     return -1;
-  }
   return g_active(g->pimpl);
 }
 
 static PyGreenlet *capi_getparent(PyGreenlet *g) {
-  if (!GREENLET_CHECK(g)) {
-    PyErr_BadArgument();
+  if (capi_bad(g))
     return NULL;
-  }
   PyGreenlet *p = g->pimpl->parent;
   Py_XINCREF(p);
   return p;
