@@ -211,14 +211,17 @@ run_pytest() {
 }
 
 # What to run: everything, or (--ci) everything but the known failures.
-UPSTREAM_IDS=(discover greenlet.tests)
 PYTEST_DESELECT=()
+known=
 if [ "$CI_MODE" -eq 1 ]; then
   known=$(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$KNOWN" | grep -v '^$' || true)
   echo
   echo "== --ci: leaving out the known failures of $KNOWN:"
-  grep -v '^#' "$KNOWN" | sed 's/^/   /'
-  mapfile -t UPSTREAM_IDS < <(cd "$UPSTREAM_CWD" && KNOWN_IDS="$known" "$PYTHON" -c '
+  [ -n "$known" ] || echo "   (none)"
+  { grep -v '^#' "$KNOWN" || true; } | sed 's/^/   /'
+fi
+# The upstream test ids (all of them, or all but the known failures).
+mapfile -t UPSTREAM_IDS < <(cd "$UPSTREAM_CWD" && KNOWN_IDS="$known" "$PYTHON" -c '
 import os, unittest
 known = set(os.environ["KNOWN_IDS"].split())
 def walk(s):
@@ -227,10 +230,9 @@ def walk(s):
 for t in walk(unittest.defaultTestLoader.discover("greenlet/tests", top_level_dir=".")):
     if t.id() not in known:
         print(t.id())')
-  for id in $known; do
-    case "$id" in python/*) PYTEST_DESELECT+=(--deselect "$id") ;; esac
-  done
-fi
+for id in $known; do
+  case "$id" in python/*) PYTEST_DESELECT+=(--deselect "$id") ;; esac
+done
 
 run_upstream upstream-leakchecks GREENLET_SKIP_FAILING_LEAKCHECKS
 run_upstream upstream-noleakchecks GREENLET_SKIP_LEAKCHECKS

@@ -48,6 +48,9 @@ struct cg_impl {
   int is_main;
   int thread_gone;    /* the owner thread exited */
   PyObject *dead_frame; /* top frame when the thread exited mid-run */
+  /* run and its arguments while it runs: held here, not on the C stack, so
+   * that the collector sees them (a bound run method holds the greenlet). */
+  PyObject *call_run, *call_args, *call_kwargs;
   cg_impl *prev, *next; /* all greenlet objects of the owner thread */
   PyGreenlet *self;     /* borrowed */
 };
@@ -324,9 +327,12 @@ static int check_thread(cg_thread *th, PyGreenlet *target) {
 /*
  * Switches to target with what is in the slots (status GREENLET_OK: a value,
  * GREENLET_ERROR: an exception), and returns what this greenlet is resumed
- * with, as switch() returns it.
+ * with, as switch() returns it.  call_end: the end of switch()'s arguments
+ * when the interpreter passed them in place (lets the collector see the
+ * caller's value stack while we are suspended), else NULL.
  */
-static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
+static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status,
+                           PyObject *const *call_end) {
   /* The greenlet that will really run: dead ones pass on to their parent.
    * If it has not started, its run must exist: that error is the caller's. */
   PyGreenlet *t = target;
@@ -373,7 +379,7 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status) {
   /* Before the save: dropping the old origin may run Python code. */
   Py_INCREF(self);
   Py_XSETREF(th->origin, self);
-  cg_pystate_save(&me->st, ts);
+  cg_pystate_save(&me->st, ts, call_end);
   uint8_t tracing = cg_pystate_use_tracing(ts);
   /* To t, the Python-level resolution: the core's parent links can differ
    * for a dead greenlet (see green_run). */
@@ -434,11 +440,14 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   PyObject *r = NULL;
   int traced = run ? call_tracer(th, "switch", origin, self) : -1;
   Py_XDECREF(origin); /* not held while run runs: it may never return */
+  me->call_run = run;
+  me->call_args = args;
+  me->call_kwargs = kwargs;
   if (traced == 0)
     r = PyObject_Call(run, args, kwargs);
-  Py_XDECREF(run);
-  Py_DECREF(args);
-  Py_XDECREF(kwargs);
+  Py_CLEAR(me->call_run);
+  Py_CLEAR(me->call_args);
+  Py_CLEAR(me->call_kwargs);
   int status = GREENLET_OK;
   if (!r && PyErr_ExceptionMatches(PyExc_GreenletExit)) {
     PyObject *t, *v, *tb;
@@ -573,6 +582,28 @@ static int green_init(PyGreenlet *self, PyObject *args, PyObject *kwargs) {
   return 0;
 }
 
+/*
+ * Whether the collector may see what the Python frames of a suspended
+ * greenlet hold.  If it finds such a greenlet unreachable, it finalizes it
+ * (green_finalize kills it) before it clears anything, so the frames are
+ * gone or, if it could not be killed, not seen any more: the collector then
+ * counts their references as outside ones and keeps their objects (a frame
+ * that may run again must never see its objects cleared).  Hence: frames of
+ * a greenlet of this thread (one it can kill), not yet finalized; and frames
+ * of a greenlet whose thread exited, which can never run again.  A main
+ * greenlet's frames are its thread's.
+ */
+static int frames_visible(PyGreenlet *self) {
+  cg_impl *i = self->pimpl;
+  if (i->is_main)
+    return 0;
+  if (i->thread_gone)
+    return 1;
+  return i->thread && i->thread->tstate == PyThreadState_Get() &&
+         g_active(i) && i->thread->current != self &&
+         !PyObject_GC_IsFinalized((PyObject *)self);
+}
+
 static int green_traverse(PyGreenlet *self, visitproc visit, void *arg) {
   cg_impl *i = self->pimpl;
   Py_VISIT(self->dict);
@@ -580,19 +611,34 @@ static int green_traverse(PyGreenlet *self, visitproc visit, void *arg) {
     Py_VISIT(i->run);
     Py_VISIT(i->parent);
     Py_VISIT(i->dead_frame);
+    Py_VISIT(i->call_run);
+    Py_VISIT(i->call_args);
+    Py_VISIT(i->call_kwargs);
     int r = cg_pystate_traverse(&i->st, visit, arg);
     if (r)
       return r;
+    if (frames_visible(self))
+      return cg_pystate_traverse_frames(&i->st, visit, arg);
   }
   return 0;
 }
 
+/* Breaks cycles.  A greenlet that may still run keeps what it runs with. */
 static int green_clear(PyGreenlet *self) {
   cg_impl *i = self->pimpl;
   Py_CLEAR(self->dict);
   if (i && !g_active(i)) {
     Py_CLEAR(i->run);
     Py_CLEAR(i->parent);
+    if (i->thread_gone) {
+      /* Its frames never run again: what they hold goes, then their
+       * memory (unless a frame object still points into it). */
+      Py_CLEAR(i->dead_frame);
+      Py_CLEAR(i->call_run);
+      Py_CLEAR(i->call_args);
+      Py_CLEAR(i->call_kwargs);
+      cg_pystate_abandon(&i->st);
+    }
     cg_pystate_clear(&i->st);
   }
   return 0;
@@ -613,7 +659,7 @@ static int kill_in_place(cg_thread *th, PyGreenlet *self) {
     Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(th->current));
   slots_clear(th);
   th->xfer_type = Py_NewRef(PyExc_GreenletExit);
-  PyObject *r = do_switch(th, self, GREENLET_ERROR);
+  PyObject *r = do_switch(th, self, GREENLET_ERROR, NULL);
   int ok = r != NULL;
   if (!r)
     PyErr_WriteUnraisable((PyObject *)self);
@@ -647,6 +693,31 @@ static void process_deleteme(cg_thread *th) {
 static void keep_type_alive(PyGreenlet *self) {
   if (PyType_HasFeature(Py_TYPE(self), Py_TPFLAGS_HEAPTYPE))
     Py_INCREF(Py_TYPE(self));
+}
+
+/*
+ * tp_finalize, which the collector calls on a suspended greenlet it found
+ * unreachable (through its frames, see frames_visible): it is killed here,
+ * as dropping it would, before anything of the cycle is cleared.  One of
+ * another thread goes to that thread's queue (which revives it; its owner
+ * kills it).  A subclass's dealloc calls this too (refcount 1): then
+ * green_dealloc does the kill.
+ */
+static void green_finalize(PyGreenlet *self) {
+  cg_impl *i = self->pimpl;
+  if (Py_REFCNT(self) == 1 || !i || i->is_main || !g_active(i))
+    return;
+  PyObject *et, *ev, *etb;
+  PyErr_Fetch(&et, &ev, &etb);
+  cg_thread *th = i->thread;
+  if (th && th->tstate == PyThreadState_Get()) {
+    if (th->current != self)
+      kill_in_place(th, self);
+  } else if (th && th->deleteme) {
+    if (PyList_Append(th->deleteme, (PyObject *)self) < 0)
+      PyErr_WriteUnraisable((PyObject *)self);
+  }
+  PyErr_Restore(et, ev, etb);
 }
 
 static void green_dealloc(PyGreenlet *self) {
@@ -700,6 +771,9 @@ static void green_dealloc(PyGreenlet *self) {
     Py_CLEAR(i->run);
     Py_CLEAR(i->parent);
     Py_CLEAR(i->dead_frame);
+    Py_CLEAR(i->call_run);
+    Py_CLEAR(i->call_args);
+    Py_CLEAR(i->call_kwargs);
     if (i->thread_gone)
       cg_pystate_abandon(&i->st);
     cg_pystate_clear(&i->st);
@@ -709,20 +783,49 @@ static void green_dealloc(PyGreenlet *self) {
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *green_switch(PyGreenlet *self, PyObject *args,
-                              PyObject *kwargs) {
+/* switch(*args, **kwargs); takes over args (a tuple) and kwargs (a dict the
+ * caller owns, or NULL).  call_end: see do_switch. */
+static PyObject *switch_owned(PyGreenlet *self, PyObject *args,
+                              PyObject *kwargs, PyObject *const *call_end) {
   cg_thread *th = thread_get();
-  if (!th)
+  if (th) {
+    process_deleteme(th);
+    if (check_thread(th, self) == 0) {
+      slots_clear(th);
+      th->xfer_args = args;
+      th->xfer_kwargs = kwargs;
+      return do_switch(th, self, GREENLET_OK, call_end);
+    }
+  }
+  Py_DECREF(args);
+  Py_XDECREF(kwargs);
+  return NULL;
+}
+
+/* switch() as the interpreter calls it: the arguments in place, on top of
+ * the calling frame's value stack. */
+static PyObject *green_switch(PyGreenlet *self, PyObject *const *args,
+                              Py_ssize_t nargsf, PyObject *kwnames) {
+  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  PyObject *tuple = n ? PyTuple_New(n) : Py_NewRef(empty_tuple);
+  if (!tuple)
     return NULL;
-  process_deleteme(th);
-  if (check_thread(th, self) < 0)
-    return NULL;
-  slots_clear(th);
-  th->xfer_args = Py_NewRef(args);
-  th->xfer_kwargs = kwargs ? PyDict_Copy(kwargs) : NULL;
-  if (kwargs && !th->xfer_kwargs)
-    return NULL;
-  return do_switch(th, self, GREENLET_OK);
+  for (Py_ssize_t k = 0; k < n; k++)
+    PyTuple_SET_ITEM(tuple, k, Py_NewRef(args[k]));
+  PyObject *kwargs = NULL;
+  if (nkw) {
+    kwargs = PyDict_New();
+    for (Py_ssize_t k = 0; kwargs && k < nkw; k++)
+      if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k), args[n + k]) <
+          0)
+        Py_CLEAR(kwargs);
+    if (!kwargs) {
+      Py_DECREF(tuple);
+      return NULL;
+    }
+  }
+  return switch_owned(self, tuple, kwargs, args + n + nkw);
 }
 
 /* Normalises throw()'s (typ, val, tb) as greenlet does, into the slots. */
@@ -802,9 +905,9 @@ static PyObject *green_throw(PyGreenlet *self, PyObject *args) {
     if (!args)
       return NULL;
     th->xfer_args = args;
-    return do_switch(th, self, GREENLET_OK);
+    return do_switch(th, self, GREENLET_OK, NULL);
   }
-  return do_switch(th, self, GREENLET_ERROR);
+  return do_switch(th, self, GREENLET_ERROR, NULL);
 }
 
 static int green_bool(PyGreenlet *self) { return g_active(self->pimpl); }
@@ -1015,7 +1118,7 @@ static PyObject *mod_gettrace(PyObject *m, PyObject *unused);
 
 static PyMethodDef green_methods[] = {
     {"switch", (PyCFunction)(void (*)(void))green_switch,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "switch(*args, **kwargs)\n\nSwitch execution to this greenlet."},
     {"throw", (PyCFunction)green_throw, METH_VARARGS,
      "throw(typ=GreenletExit, val=None, tb=None)\n\nRaise an exception in this "
@@ -1050,6 +1153,7 @@ static PyTypeObject PyGreenlet_Type = {
               "Creates a new greenlet object (without running it).",
     .tp_traverse = (traverseproc)green_traverse,
     .tp_clear = (inquiry)green_clear,
+    .tp_finalize = (destructor)green_finalize,
     .tp_weaklistoffset = offsetof(PyGreenlet, weakreflist),
     .tp_methods = green_methods,
     .tp_getset = green_getsets,
@@ -1191,7 +1295,7 @@ static PyObject *capi_throw(PyGreenlet *g, PyObject *typ, PyObject *val,
   if (check_thread(th, g) < 0 ||
       throw_prepare(th, typ, val ? val : Py_None, tb ? tb : Py_None) < 0)
     return NULL;
-  return do_switch(th, g, GREENLET_ERROR);
+  return do_switch(th, g, GREENLET_ERROR, NULL);
 }
 
 static PyObject *capi_switch(PyGreenlet *g, PyObject *args, PyObject *kwargs) {
@@ -1201,7 +1305,10 @@ static PyObject *capi_switch(PyGreenlet *g, PyObject *args, PyObject *kwargs) {
     args = empty_tuple;
   if (kwargs && !PyDict_Check(kwargs))
     kwargs = NULL;
-  return green_switch(g, args, kwargs);
+  PyObject *kw = kwargs ? PyDict_Copy(kwargs) : NULL;
+  if (kwargs && !kw)
+    return NULL;
+  return switch_owned(g, Py_NewRef(args), kw, NULL);
 }
 
 static int capi_setparent(PyGreenlet *g, PyGreenlet *p) {

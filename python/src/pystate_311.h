@@ -32,6 +32,9 @@ typedef struct cg_pystate {
   int trash_delete_nesting;
   _PyStackChunk *root; /* root data-stack chunk, from start to finish */
   _PyInterpreterFrame *abandoned; /* top frame of a greenlet dropped mid-run */
+  /* End of the live value stack of the top frame, when it is suspended in a
+   * switch() called from Python (see cg_pystate_save); else NULL. */
+  PyObject **top_sp;
 } cg_pystate;
 
 /* What a starting greenlet keeps for its lifetime: the root _PyCFrame, on
@@ -60,8 +63,28 @@ static inline uint8_t cg_pystate_use_tracing(PyThreadState *ts) {
   return ts->cframe->use_tracing;
 }
 
-/* Moves the running greenlet's state into st (references included). */
-static inline void cg_pystate_save(cg_pystate *st, PyThreadState *ts) {
+/*
+ * The end of the value stack of frame f, if call_end (the end of the
+ * arguments of the C call f is making) points into it; else NULL.
+ * The interpreter does not store its stack pointer in a frame that calls C
+ * (stacktop is -1), but it passes vectorcall arguments in place, on top of
+ * that stack: the arguments of switch() end where the live stack ends.
+ */
+static inline PyObject **cg_frame_call_top(_PyInterpreterFrame *f,
+                                           PyObject *const *call_end) {
+  if (!f || !call_end || f->stacktop >= 0)
+    return NULL;
+  PyObject **base = f->localsplus + f->f_code->co_nlocalsplus;
+  PyObject **sp = (PyObject **)call_end;
+  return sp > base && sp <= base + f->f_code->co_stacksize ? sp : NULL;
+}
+
+/* Moves the running greenlet's state into st (references included).
+ * call_end: see cg_frame_call_top (NULL when switch() was not called with
+ * arguments in place, e.g. from C). */
+static inline void cg_pystate_save(cg_pystate *st, PyThreadState *ts,
+                                   PyObject *const *call_end) {
+  st->top_sp = cg_frame_call_top(ts->cframe->current_frame, call_end);
   st->cframe = ts->cframe;
   st->recursion_depth = ts->recursion_limit - ts->recursion_remaining;
   st->datastack_chunk = ts->datastack_chunk;
@@ -192,6 +215,67 @@ static inline int cg_pystate_traverse(cg_pystate *st, visitproc visit,
   return 0;
 }
 
+/*
+ * How many slots of f's localsplus hold references: the locals, plus the
+ * value stack when its extent is known (stacktop, or top_sp for the top
+ * frame of a greenlet suspended in switch()).  A frame suspended in a call
+ * from C code keeps references in that call's C frame that nobody can see;
+ * leaving them out only keeps objects alive (the collector counts an
+ * unseen reference as an outside one).
+ */
+static inline int cg_frame_extent(_PyInterpreterFrame *f, PyObject **top_sp) {
+  if (f->stacktop >= 0)
+    return f->stacktop;
+  if (top_sp)
+    return (int)(top_sp - f->localsplus);
+  return f->f_code->co_nlocalsplus;
+}
+
+/* The top frame of a suspended greenlet (NULL if it has none or runs). */
+static inline _PyInterpreterFrame *cg_pystate_top(cg_pystate *st) {
+  if (st->cframe)
+    return st->cframe->current_frame;
+  return st->abandoned;
+}
+
+/*
+ * Which slots of frame f (of a suspended greenlet's chain) are the
+ * greenlet's to visit or release: all a thread-owned frame holds; of a
+ * generator's frame, running in the greenlet, the locals and stack only
+ * while its generator does not see them (stacktop -1; the generator visits
+ * the rest, and all of it when stacktop is set).  -1: none.
+ */
+static inline int cg_frame_slots(_PyInterpreterFrame *f, PyObject **top_sp) {
+  if (f->owner == FRAME_OWNED_BY_THREAD)
+    return cg_frame_extent(f, top_sp);
+  if (f->owner == FRAME_OWNED_BY_GENERATOR && f->stacktop < 0)
+    return cg_frame_extent(f, top_sp);
+  return -1;
+}
+
+/*
+ * Visits what the Python frames of a suspended (or orphaned) greenlet hold,
+ * as CPython's _PyFrame_Traverse does for a generator's frame, so that the
+ * collector can find cycles through them.  A frame object is not visited:
+ * it must never be cleared while the frame it shows is alive.
+ */
+static inline int cg_pystate_traverse_frames(cg_pystate *st, visitproc visit,
+                                             void *arg) {
+  PyObject **sp = st->top_sp;
+  for (_PyInterpreterFrame *f = cg_pystate_top(st); f; f = f->previous) {
+    int n = cg_frame_slots(f, sp);
+    if (f->owner == FRAME_OWNED_BY_THREAD) {
+      Py_VISIT(f->f_locals);
+      Py_VISIT(f->f_func);
+      Py_VISIT(f->f_code);
+    }
+    for (int k = 0; k < n; k++)
+      Py_VISIT(f->localsplus[k]);
+    sp = NULL;
+  }
+  return 0;
+}
+
 /* A greenlet that is not running (never started, or finished) is freed. */
 static inline void cg_pystate_clear(cg_pystate *st) {
   Py_CLEAR(st->context);
@@ -219,14 +303,15 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
  */
 static inline void cg_pystate_abandon(cg_pystate *st) {
   int in_use = 0;
-  for (_PyInterpreterFrame *f = st->abandoned; f; f = f->previous) {
-    if (f->owner != FRAME_OWNED_BY_THREAD)
-      continue;
-    /* A frame suspended mid-call has stacktop -1: its value stack's extent
-     * was in the lost C frame, so only the locals are known to be live. */
-    int n = f->stacktop >= 0 ? f->stacktop : f->f_code->co_nlocalsplus;
+  PyObject **sp = st->top_sp;
+  for (_PyInterpreterFrame *f = st->abandoned; f; f = f->previous, sp = NULL) {
+    /* A frame suspended in a call from C has stacktop -1 and no known
+     * stack extent: only its locals are known to be live. */
+    int n = cg_frame_slots(f, sp);
     for (int k = 0; k < n; k++)
       Py_CLEAR(f->localsplus[k]);
+    if (f->owner != FRAME_OWNED_BY_THREAD)
+      continue; /* the rest is its generator's */
     f->stacktop = 0;
     Py_CLEAR(f->f_locals);
     PyFrameObject *fo = f->frame_obj;
@@ -240,6 +325,7 @@ static inline void cg_pystate_abandon(cg_pystate *st) {
     }
   }
   st->abandoned = NULL;
+  st->top_sp = NULL;
   if (!in_use && st->root) {
     PyObjectArenaAllocator arena;
     PyObject_GetArenaAllocator(&arena);

@@ -277,3 +277,137 @@ def test_ring_of_parked_greenlets_collected_in_bulk():
     gc.collect()
     assert sorted(closed) == list(range(count))
     assert probe() is None
+
+
+# ------------------------------------ what the collector must never do (safety)
+#
+# The collector may clear objects reachable only through a suspended
+# greenlet's frames only after it has killed that greenlet.  When the kill
+# does not finish it, the frames may run again, so nothing they hold may
+# have been cleared.
+
+@SUSPENDED_CYCLES
+def test_refusing_to_die_in_collection_keeps_frame_objects_intact():
+    main = getcurrent()
+    survivors = []
+
+    def run():
+        data = {"payload": list(range(10))}
+        data["me"] = getcurrent()           # cycle through the frame
+        while True:
+            try:
+                main.switch()
+            except GreenletExit:
+                survivors.append(getcurrent())   # revives itself
+        # not reached
+
+    g = _parked(run)
+    del g
+    gc.collect()
+    assert len(survivors) == 1
+    g = survivors.pop()
+    assert g and not g.dead
+    # Its frame's objects were not cleared by the collection: the frame can
+    # see them intact when it runs again.
+    frame = g.gr_frame
+    assert frame.f_locals["data"]["payload"] == list(range(10))
+    assert frame.f_locals["data"]["me"] is g
+    del frame
+    with pytest.raises(KeyError):
+        g.throw(KeyError("done"))
+    assert g.dead
+
+
+@SUSPENDED_CYCLES
+def test_refusing_to_die_without_reviving_is_left_alone():
+    main = getcurrent()
+    seen = []
+
+    def run():
+        box = [getcurrent(), "kept"]        # cycle through the frame
+        while True:
+            try:
+                main.switch()
+            except GreenletExit:
+                seen.append(list(box[1:]))
+
+    g = _parked(run)
+    ref = weakref.ref(g)
+    del g
+    gc.collect()
+    assert seen == [["kept"]]
+    # Unreachable and alive: the collector keeps what its frame holds (it
+    # is leaked, as stock greenlet leaks every suspended cycle), and later
+    # collections neither clear it nor finalize it again.
+    for _ in range(3):
+        gc.collect()
+    assert seen == [["kept"]]
+    assert ref() is None                   # weak references were cleared
+
+
+@SUSPENDED_CYCLES
+def test_collection_switches_through_a_generator_frame():
+    main = getcurrent()
+    closed = []
+
+    def gen():
+        try:
+            me = getcurrent()               # cycle through a generator frame
+            yield main.switch(me)
+        finally:
+            closed.append("gen")
+
+    def run():
+        try:
+            for _ in gen():
+                pass
+        finally:
+            closed.append("run")
+
+    g = Greenlet(run)
+    assert g.switch() is g
+    ref = weakref.ref(g)
+    del g
+    gc.collect()
+    gc.collect()
+    assert closed == ["gen", "run"]
+    assert ref() is None
+
+
+@SUSPENDED_CYCLES
+def test_cycle_through_greenlet_of_another_thread_collected_by_its_owner():
+    import threading
+    parked, release, done = (threading.Event() for _ in range(3))
+    log = []
+
+    def owner():
+        tmain = getcurrent()
+
+        def run():
+            items = ["a", "b"]
+            me = getcurrent()               # cycle through the frame
+            try:
+                tmain.switch()
+            finally:
+                log.append(("finally", items, me is getcurrent()))
+
+        Greenlet(run).switch()
+        parked.set()
+        release.wait(10)
+        gc.collect()                        # the owner's collector kills it
+        log.append("owner collected")
+        done.set()
+
+    t = threading.Thread(target=owner)
+    t.start()
+    try:
+        assert parked.wait(10)
+        # A collection in another thread cannot kill it there: it leaves
+        # its frames alone.
+        gc.collect()
+        assert log == []
+    finally:
+        release.set()
+        done.wait(10)
+        t.join(10)
+    assert log == [("finally", ["a", "b"], True), "owner collected"]
