@@ -1228,6 +1228,21 @@ static PyObject *mod_set_thread_local(PyObject *m, PyObject *args) {
   Py_RETURN_NONE;
 }
 
+/* Test hook (python/tests): makes the next n greenlets orphaned at thread
+ * exit take the path of a failed allocation. */
+static PyObject *mod_fail_orphan_relocations(PyObject *m, PyObject *n) {
+  (void)m;
+  long v = PyLong_AsLong(n);
+  if (v == -1 && PyErr_Occurred())
+    return NULL;
+  if (cg_pystate_fail_relocations((int)v) < 0) {
+    PyErr_SetString(PyExc_NotImplementedError,
+                    "no orphan relocation on this Python version");
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
 static PyObject *mod_enable_optional_cleanup(PyObject *m, PyObject *flag) {
   (void)m;
   (void)flag;
@@ -1253,6 +1268,7 @@ static PyMethodDef mod_methods[] = {
      METH_NOARGS, NULL},
     {"set_thread_local", mod_set_thread_local, METH_VARARGS, NULL},
     {"enable_optional_cleanup", mod_enable_optional_cleanup, METH_O, NULL},
+    {"_fail_orphan_relocations", mod_fail_orphan_relocations, METH_O, NULL},
     {"get_clocks_used_doing_optional_cleanup", mod_get_clocks_used, METH_NOARGS,
      NULL},
     {NULL, NULL, 0, NULL}};

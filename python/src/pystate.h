@@ -20,6 +20,12 @@
  *   cg_pystate_abandon(st)           releases what such a greenlet's frames
  *                                    hold, when its object is freed
  *   cg_pystate_context / _set_context, cg_pystate_traverse, cg_pystate_clear
+ *   cg_pystate_traverse_frames(st, visit, arg)
+ *                                    what a suspended greenlet's frames hold,
+ *                                    for the collector (see frames_visible)
+ *   cg_pystate_fail_relocations(n)   test hook: the next n orphans cannot
+ *                                    move their frames (as if out of
+ *                                    memory); -1 if this version has none
  */
 #ifndef CGREENLET_PYSTATE_H
 #define CGREENLET_PYSTATE_H

@@ -37,25 +37,29 @@ typedef struct cg_pystate {
   PyObject **top_sp;
 } cg_pystate;
 
-/* What a starting greenlet keeps for its lifetime: the root _PyCFrame, on
- * its own C stack, and a small root data-stack chunk.  CPython never frees a
- * root chunk whose first slot is skipped, and frees the chunks it pushes on
- * top, so a greenlet whose frames fit here needs no 16 KiB chunk of its own.
- * The chunk is not on the C stack: a greenlet whose thread dies is dropped
- * without unwinding, and its frames (which frame objects may point into)
- * must stay readable. */
+/*
+ * What a starting greenlet keeps for its lifetime, on its own C stack (in
+ * green_run's frame, at the top of the stack): the root _PyCFrame and a
+ * small root data-stack chunk.  CPython never frees a root chunk whose first
+ * slot is skipped, and frees the chunks it pushes on top, so a greenlet
+ * whose frames fit here needs no 16 KiB chunk of its own; and a parked
+ * greenlet's frames share the page its C stack already uses.  A greenlet
+ * whose thread dies loses its C stack without unwinding; its frames (which
+ * frame objects may point into) are then moved to the heap first
+ * (cg_pystate_orphan).
+ */
 #define CG_ROOT_CHUNK_BYTES 2048
 typedef struct cg_start_buffers {
   _PyCFrame cframe;
+  union {
+    _PyStackChunk chunk;
+    char bytes[CG_ROOT_CHUNK_BYTES];
+  } root;
 } cg_start_buffers;
 
-/* Allocates the root chunk of a greenlet about to start, on the switching
- * side, where a failure can still be a MemoryError for the caller. */
+/* Nothing to allocate before a start: the root chunk is on the new stack. */
 static inline int cg_pystate_prepare(cg_pystate *st) {
-  if (!st->root && !(st->root = PyMem_RawMalloc(CG_ROOT_CHUNK_BYTES))) {
-    PyErr_NoMemory();
-    return -1;
-  }
+  (void)st;
   return 0;
 }
 
@@ -124,9 +128,8 @@ static inline void cg_pystate_restore(cg_pystate *st, PyThreadState *ts,
  * set on it before it started (gr_context) becomes the thread's. */
 static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
                                    cg_start_buffers *b, uint8_t use_tracing) {
-  _PyStackChunk *c = st->root; /* from cg_pystate_prepare */
-  if (!c)
-    return -1;
+  _PyStackChunk *c = &b->root.chunk;
+  st->root = c;
   b->cframe.use_tracing = use_tracing;
   b->cframe.current_frame = NULL;
   b->cframe.previous = &ts->root_cframe;
@@ -167,8 +170,12 @@ static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
     arena.free(arena.ctx, c, c->size);
     c = prev;
   }
-  PyMem_RawFree(c); /* the root, from cg_pystate_prepare */
-  st->root = NULL;
+  st->root = NULL; /* on the C stack */
+  /* The _PyCFrame in use lives on the stack about to be released: whoever
+   * resumes next reads the tracing flag (cg_pystate_use_tracing) from the
+   * thread's root one instead. */
+  ts->root_cframe.use_tracing = ts->cframe->use_tracing;
+  ts->cframe = &ts->root_cframe;
   ts->datastack_chunk = NULL;
   ts->datastack_top = NULL;
   ts->datastack_limit = NULL;
@@ -276,19 +283,129 @@ static inline int cg_pystate_traverse_frames(cg_pystate *st, visitproc visit,
   return 0;
 }
 
-/* A greenlet that is not running (never started, or finished) is freed. */
+/* A greenlet that is not running (never started, or finished) is freed.
+ * (An orphaned one's root chunk is cg_pystate_abandon's to free.) */
 static inline void cg_pystate_clear(cg_pystate *st) {
   Py_CLEAR(st->context);
   Py_CLEAR(st->exc_state.exc_value);
-  PyMem_RawFree(st->root); /* prepared for a start that never came */
-  st->root = NULL;
 }
 
-/* The greenlet's thread is exiting while it is suspended: remember its top
- * interpreter frame (its C stack, where the _PyCFrame lives, is about to go). */
+/* Test hook: the next n orphan relocations fail as if out of memory. */
+static int cg_fail_relocations;
+static inline int cg_pystate_fail_relocations(int n) {
+  cg_fail_relocations = n;
+  return 0;
+}
+
+/*
+ * The frames of an orphan whose root chunk could not be moved off its C
+ * stack (no memory): each frame object that shows one of its frames takes
+ * a copy of it, as CPython does when a frame exits (and then owns what the
+ * copy holds); the rest of what the frames hold is released by
+ * cg_pystate_abandon as usual.  Only f_back is lost.
+ */
+static inline void cg_orphan_detach(_PyInterpreterFrame *top, PyObject **sp) {
+  for (_PyInterpreterFrame *f = top; f; f = f->previous, sp = NULL) {
+    PyFrameObject *fo = f->frame_obj;
+    if (f->owner != FRAME_OWNED_BY_THREAD || !fo)
+      continue;
+    int n = cg_frame_extent(f, sp);
+    _PyInterpreterFrame *copy = (_PyInterpreterFrame *)fo->_f_frame_data;
+    memcpy(copy, f, offsetof(_PyInterpreterFrame, localsplus) +
+                        (size_t)n * sizeof(PyObject *));
+    copy->stacktop = n;
+    copy->owner = FRAME_OWNED_BY_FRAME_OBJECT;
+    copy->previous = NULL;
+    copy->frame_obj = NULL;
+    fo->f_frame = copy;
+    if (!PyObject_GC_IsTracked((PyObject *)fo))
+      PyObject_GC_Track(fo); /* as CPython does for a frame it owns */
+    /* The references moved to the copy. */
+    f->frame_obj = NULL;
+    f->f_func = NULL;
+    f->f_code = NULL;
+    f->f_locals = NULL;
+    memset(f->localsplus, 0, (size_t)n * sizeof(PyObject *));
+    f->stacktop = 0;
+    Py_DECREF(fo); /* the frame's own reference */
+  }
+}
+
+/* Frees the data-stack chunks CPython pushed above the root chunk. */
+static inline void cg_free_upper_chunks(_PyStackChunk *c, _PyStackChunk *root) {
+  PyObjectArenaAllocator arena;
+  PyObject_GetArenaAllocator(&arena);
+  while (c && c != root) {
+    _PyStackChunk *prev = c->previous;
+    arena.free(arena.ctx, c, c->size);
+    c = prev;
+  }
+}
+
+/*
+ * The greenlet's thread is exiting while it is suspended: its C stack is
+ * about to go.  Its frames stay (cg_pystate_abandon releases them when the
+ * greenlet object goes): the root chunk, on that C stack, is moved to the
+ * heap, and every pointer into it is adjusted (the frames' links, the frame
+ * objects' frame pointers, the chunk above it).  Without memory for that,
+ * the frame objects take copies of their frames and the rest is released
+ * now.
+ */
 static inline void cg_pystate_orphan(cg_pystate *st) {
-  st->abandoned = st->cframe ? st->cframe->current_frame : NULL;
+  _PyInterpreterFrame *top = st->cframe ? st->cframe->current_frame : NULL;
   st->cframe = NULL;
+  st->abandoned = top;
+  if (!st->root)
+    return;
+  char *old = (char *)st->root;
+  char *mem = NULL;
+  if (cg_fail_relocations > 0)
+    cg_fail_relocations--;
+  else
+    mem = PyMem_RawMalloc(CG_ROOT_CHUNK_BYTES);
+  if (!mem) {
+    cg_orphan_detach(top, st->top_sp);
+    PyObject **sp = st->top_sp;
+    for (_PyInterpreterFrame *f = top; f; f = f->previous, sp = NULL) {
+      int n = cg_frame_slots(f, sp);
+      for (int k = 0; k < n; k++)
+        Py_CLEAR(f->localsplus[k]);
+      if (f->owner == FRAME_OWNED_BY_THREAD) {
+        f->stacktop = 0;
+        Py_CLEAR(f->f_locals);
+        Py_CLEAR(f->f_func);
+        Py_CLEAR(f->f_code);
+      }
+    }
+    cg_free_upper_chunks(st->datastack_chunk, st->root);
+    st->abandoned = NULL;
+    st->root = NULL;
+    st->datastack_chunk = NULL;
+    st->top_sp = NULL;
+    return;
+  }
+  memcpy(mem, old, CG_ROOT_CHUNK_BYTES);
+  ptrdiff_t d = mem - old;
+  /* (<=: the chunk's limit points just past it.) */
+#define CG_MOVED(p)                                                            \
+  ((char *)(p) >= old && (char *)(p) <= old + CG_ROOT_CHUNK_BYTES              \
+       ? (void *)((char *)(p) + d)                                             \
+       : (void *)(p))
+  top = CG_MOVED(top);
+  for (_PyInterpreterFrame *f = top; f; f = f->previous) {
+    if (f->frame_obj)
+      f->frame_obj->f_frame = CG_MOVED(f->frame_obj->f_frame);
+    f->previous = CG_MOVED(f->previous);
+  }
+  for (_PyStackChunk *c = st->datastack_chunk; c; c = c->previous)
+    c->previous = CG_MOVED(c->previous);
+  st->datastack_chunk = CG_MOVED(st->datastack_chunk);
+  st->datastack_top = CG_MOVED(st->datastack_top);
+  st->datastack_limit = CG_MOVED(st->datastack_limit);
+  st->top_sp = CG_MOVED(st->top_sp);
+#undef CG_MOVED
+  st->root = (_PyStackChunk *)mem;
+  st->abandoned = top;
 }
 
 /*
@@ -327,15 +444,8 @@ static inline void cg_pystate_abandon(cg_pystate *st) {
   st->abandoned = NULL;
   st->top_sp = NULL;
   if (!in_use && st->root) {
-    PyObjectArenaAllocator arena;
-    PyObject_GetArenaAllocator(&arena);
-    _PyStackChunk *c = st->datastack_chunk;
-    while (c && c != st->root) {
-      _PyStackChunk *prev = c->previous;
-      arena.free(arena.ctx, c, c->size);
-      c = prev;
-    }
-    PyMem_RawFree(st->root);
+    cg_free_upper_chunks(st->datastack_chunk, st->root);
+    PyMem_RawFree(st->root); /* moved to the heap by cg_pystate_orphan */
   }
   st->root = NULL;
   st->datastack_chunk = NULL;
