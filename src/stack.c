@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,17 +171,161 @@ void greenlet__stack_unmap(greenlet__stack *st) {
   st->base = NULL;
 }
 
-static int spill_push(greenlet__pool *pool, const greenlet__stack *st) {
-  if (pool->nspill == pool->capspill) {
-    size_t cap = pool->capspill ? 2 * pool->capspill : 256;
-    greenlet__stack *p = realloc(pool->spill, cap * sizeof *p);
+static int list_push(greenlet__stack **list, size_t *n, size_t *cap,
+                     const greenlet__stack *st) {
+  if (*n == *cap) {
+    size_t c = *cap ? 2 * *cap : 256;
+    greenlet__stack *p = realloc(*list, c * sizeof *p);
     if (!p)
       return -1;
-    pool->spill = p;
-    pool->capspill = cap;
+    *list = p;
+    *cap = c;
   }
-  pool->spill[pool->nspill++] = *st;
+  (*list)[(*n)++] = *st;
   return 0;
+}
+
+static int spill_push(greenlet__pool *pool, const greenlet__stack *st) {
+  return list_push(&pool->spill, &pool->nspill, &pool->capspill, st);
+}
+
+/*
+ * Giving pages back (MADV_DONTNEED) is the slow part of releasing a stack:
+ * a syscall plus a page-table walk and TLB work per touched page, tens of
+ * microseconds on some VMs.  With madvise guards, stacks that fall out of a
+ * full pool therefore go to a process-wide purger thread: it gives their
+ * pages back off the releasing thread's path and lists them as clean, for
+ * any thread to reuse.  A stack asked for before its turn comes is taken
+ * back from the dirty list, pages and all.  CGREENLET_PURGE=sync (or a
+ * failure to start the thread) gives pages back inline instead.
+ */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t wake, idle;
+  greenlet__stack *dirty, *clean;
+  size_t ndirty, capdirty, nclean, capclean;
+  int state;    /* 0: not started, 1: running, -1: inline (sync) */
+  int sleeping; /* the purger waits for work (wake it: a syscall) */
+  int busy;     /* the purger holds a batch */
+} purge = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+           PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, 0};
+
+
+/* Takes a stack of `size` from list, if any (caller holds purge.lock). */
+static int list_take(greenlet__stack *list, size_t *n, size_t size,
+                     greenlet__stack *out) {
+  for (size_t i = *n; i-- > 0;) {
+    if (list[i].size == size) {
+      *out = list[i];
+      list[i] = list[--*n];
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void *purger(void *arg) {
+  (void)arg;
+  greenlet__stack *batch = NULL;
+  size_t nbatch = 0, capbatch = 0;
+  pthread_mutex_lock(&purge.lock);
+  for (;;) {
+    while (purge.ndirty == 0) {
+      purge.sleeping = 1;
+      pthread_cond_wait(&purge.wake, &purge.lock);
+      purge.sleeping = 0;
+    }
+    /* Swap the dirty list out: releasers go on while this one works. */
+    greenlet__stack *t = purge.dirty;
+    size_t tc = purge.capdirty;
+    purge.dirty = batch;
+    purge.capdirty = capbatch;
+    batch = t;
+    capbatch = tc;
+    nbatch = purge.ndirty;
+    purge.ndirty = 0;
+    purge.busy = 1;
+    pthread_mutex_unlock(&purge.lock);
+    for (size_t i = 0; i < nbatch; i++) {
+      madvise(batch[i].lo, batch[i].size, MADV_DONTNEED);
+      batch[i].cold = 1;
+    }
+    pthread_mutex_lock(&purge.lock);
+    for (size_t i = 0; i < nbatch; i++)
+      if (list_push(&purge.clean, &purge.nclean, &purge.capclean, &batch[i]))
+        greenlet__stack_unmap(&batch[i]); /* no memory: let it go */
+    purge.busy = 0;
+    pthread_cond_broadcast(&purge.idle);
+  }
+  return NULL;
+}
+
+/* fork(): the child has no purger thread (the next release starts one), and
+ * must not inherit the lock held. */
+static void purge_prefork(void) { pthread_mutex_lock(&purge.lock); }
+static void purge_postfork_parent(void) { pthread_mutex_unlock(&purge.lock); }
+static void purge_postfork_child(void) {
+  pthread_mutex_init(&purge.lock, NULL);
+  pthread_cond_init(&purge.wake, NULL);
+  pthread_cond_init(&purge.idle, NULL);
+  if (purge.state == 1)
+    purge.state = 0;
+  purge.sleeping = purge.busy = 0;
+}
+
+static pthread_once_t purge_once = PTHREAD_ONCE_INIT;
+static void purge_init(void) {
+  const char *env = getenv("CGREENLET_PURGE");
+  if (env && strcmp(env, "sync") == 0)
+    purge.state = -1;
+  else
+    pthread_atfork(purge_prefork, purge_postfork_parent, purge_postfork_child);
+}
+
+/* Queues a stack for the purger.  0, or -1: give its pages back inline. */
+static int purge_push(const greenlet__stack *st) {
+  pthread_once(&purge_once, purge_init);
+  if (__atomic_load_n(&purge.state, __ATOMIC_ACQUIRE) < 0)
+    return -1;
+  pthread_mutex_lock(&purge.lock);
+  if (purge.state == 0) {
+    pthread_t t;
+    pthread_attr_t attr;
+    int ok = pthread_attr_init(&attr) == 0;
+    if (ok) {
+      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+      pthread_attr_setstacksize(&attr, 64 * 1024);
+      /* The purger takes no signal meant for the program. */
+      sigset_t all, old;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, &old);
+      ok = pthread_create(&t, &attr, purger, NULL) == 0;
+      pthread_sigmask(SIG_SETMASK, &old, NULL);
+      pthread_attr_destroy(&attr);
+    }
+    __atomic_store_n(&purge.state, ok ? 1 : -1, __ATOMIC_RELEASE);
+  }
+  int rc = -1;
+  if (purge.state == 1 &&
+      list_push(&purge.dirty, &purge.ndirty, &purge.capdirty, st) == 0) {
+    rc = 0;
+    if (purge.sleeping)
+      pthread_cond_signal(&purge.wake);
+  }
+  pthread_mutex_unlock(&purge.lock);
+  return rc;
+}
+
+/* A stack of `size` from the purger's lists (clean ones first). */
+static int purge_take(size_t size, greenlet__stack *out) {
+  pthread_once(&purge_once, purge_init);
+  if (__atomic_load_n(&purge.state, __ATOMIC_ACQUIRE) <= 0)
+    return 0; /* nothing was ever queued */
+  pthread_mutex_lock(&purge.lock);
+  int got = list_take(purge.clean, &purge.nclean, size, out) ||
+            list_take(purge.dirty, &purge.ndirty, size, out);
+  pthread_mutex_unlock(&purge.lock);
+  return got;
 }
 
 int greenlet__stack_get(greenlet__pool *pool, size_t size,
@@ -194,13 +339,9 @@ int greenlet__stack_get(greenlet__pool *pool, size_t size,
             (pool->count - i) * sizeof pool->items[0]);
     return 0;
   }
-  for (size_t i = pool->nspill; i-- > 0;) {
-    if (pool->spill[i].size != size)
-      continue;
-    *out = pool->spill[i];
-    pool->spill[i] = pool->spill[--pool->nspill];
+  if (list_take(pool->spill, &pool->nspill, size, out) ||
+      purge_take(size, out))
     return 0;
-  }
   pthread_once(&guard_once, guard_probe);
   return stack_map(size, out);
 }
@@ -217,6 +358,10 @@ void greenlet__stack_put(greenlet__pool *pool, greenlet__stack *st) {
      * stack.h): with madvise guards keep the address space, not the pages. */
     if (guard_mode == GUARD_MADVISE) {
       unpoison(st);
+      if (purge_push(st) == 0) {
+        st->base = NULL;
+        return;
+      }
       madvise(st->lo, st->size, MADV_DONTNEED);
       st->cold = 1;
       if (spill_push(pool, st) == 0) {
@@ -253,7 +398,30 @@ static int by_address(const void *a, const void *b) {
   return (x->base > y->base) - (x->base < y->base);
 }
 
+/* Moves every stack the purger holds to the pool's spill list (thread
+ * exit: unmapped there with the thread's own), once its batch is done. */
+static void purge_drain(greenlet__pool *pool) {
+  if (__atomic_load_n(&purge.state, __ATOMIC_ACQUIRE) <= 0)
+    return;
+  pthread_mutex_lock(&purge.lock);
+  while (purge.busy)
+    pthread_cond_wait(&purge.idle, &purge.lock);
+  for (size_t i = 0; i < purge.ndirty; i++)
+    if (spill_push(pool, &purge.dirty[i]) != 0)
+      greenlet__stack_unmap(&purge.dirty[i]);
+  for (size_t i = 0; i < purge.nclean; i++)
+    if (spill_push(pool, &purge.clean[i]) != 0)
+      greenlet__stack_unmap(&purge.clean[i]);
+  purge.ndirty = purge.nclean = 0;
+  pthread_mutex_unlock(&purge.lock);
+}
+
+/*
+ * Thread exit.  The stacks the purger holds go too: address space comes
+ * back to the process when a thread ends, as it would without the purger.
+ */
 void greenlet__pool_clear(greenlet__pool *pool) {
+  purge_drain(pool);
   while (pool->count > 0) {
     greenlet__stack *st = &pool->items[--pool->count];
     if (spill_push(pool, st) != 0)
