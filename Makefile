@@ -73,7 +73,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: all lib examples tests check bench install uninstall clean demo test python test-python bench-python tsan-threads cxx-terminate gdb-target
+.PHONY: all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -137,6 +137,18 @@ python:
 test-python: python
 	scripts/test-python.sh --python $(PYTHON)
 
+# The module and the core built with ASan + UBSan into build/python-X.Y-asan;
+# the upstream suite (leak checks off) and python/tests under the ASan
+# runtime, less python/tests/{known,asan_known}_failures.txt (printed).
+test-python-asan:
+	scripts/test-python-asan.sh --python $(PYTHON)
+
+# The module built and tested on every CPython found: Debian's python3 and
+# ~/.pyenv/versions/3.9+ (versions not in scripts/python-versions-supported
+# are reported, never fatal).
+test-python-versions:
+	scripts/test-python-versions.sh
+
 bench:
 	scripts/bench.sh
 
@@ -144,6 +156,12 @@ bench:
 bench-python: python
 	scripts/deps.sh python
 	$(PYTHON) bench/bench_python.py --python $(PYTHON) --build-dir build/python-$(PYVER)
+
+# gevent servers on the Python module against Debian's stock greenlet, same
+# run: pywsgi under wrk, and an echo server with 100 clients.
+bench-gevent: python
+	scripts/deps.sh python
+	$(PYTHON) bench/bench_gevent.py --python $(PYTHON) --build-dir build/python-$(PYVER)
 
 demo:
 	scripts/demo.sh

@@ -3,6 +3,14 @@ stock greenlet 2.0.2, in the same run (each figure in a fresh process per
 module, median of several runs).
 
     /usr/bin/python3 bench/bench_python.py [--build-dir build/python-3.11] [--runs 5]
+    python3 bench/bench_python.py --python ~/.pyenv/versions/3.12.1/bin/python3
+
+--python picks the interpreter the figures are measured on (any CPython the
+module builds for).  The module is looked for in --build-dir, else in
+build/python-X.Y (`make python PYTHON=...`), else in build/python-X.Y.Z-<tag>
+(`scripts/test-python-versions.sh --build-only PYTHON`).  Where stock greenlet
+is not installed for that interpreter (every pyenv one), this module is
+measured alone and the stock and ratio columns say n/a.
 
 Figures: switch ping-pong; switch with 100 nested sorted(key=...) frames on
 the C stack; create+start+finish; kill a parked greenlet; RSS per parked
@@ -101,14 +109,48 @@ def run(python, env, what, n):
     return json.loads(r.stdout)
 
 
+def build_dir_for(python):
+    """Where `make python` or test-python-versions.sh put the module for python."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    info = subprocess.run([python, "-c", "import platform, sys; print('%d.%d' % "
+                           "sys.version_info[:2], platform.python_version())"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    pyenv = os.path.join(os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv"),
+                         "versions") + os.sep
+    tag = ("debian" if python.startswith("/usr/bin/python3")
+           else "pyenv" if python.startswith(pyenv) else "other")
+    tried = [os.path.join(root, "build", "python-" + info[0]),
+             os.path.join(root, "build", "python-%s-%s" % (info[1], tag))]
+    for d in tried:
+        if os.path.isdir(os.path.join(d, "greenlet")):
+            return d
+    sys.exit("bench_python: no greenlet module built for %s in %s.\nBuild it with: "
+             "scripts/test-python-versions.sh --build-only %s"
+             % (python, " or ".join(tried), python))
+
+
+def has_stock(python, env):
+    """Is another greenlet (stock) importable by python without our module?"""
+    r = subprocess.run([python, "-c", "import greenlet._greenlet as g; "
+                        "print(getattr(g, '_cgreenlet_version', None) is None)"],
+                       env=env, capture_output=True, text=True, cwd="/")
+    return r.returncode == 0 and r.stdout.strip() == "True"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default="/usr/bin/python3")
-    ap.add_argument("--build-dir", default="build/python-3.11")
+    ap.add_argument("--build-dir", default=None,
+                    help="default: build/python-X.Y, else build/python-X.Y.Z-<tag>")
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
-    ours = dict(os.environ, PYTHONPATH=os.path.abspath(a.build_dir))
+    build_dir = a.build_dir or build_dir_for(a.python)
+    ours = dict(os.environ, PYTHONPATH=os.path.abspath(build_dir))
     stock = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with_stock = has_stock(a.python, stock)
+    if not with_stock:
+        print("(no stock greenlet for %s: cgreenlet's module alone, from %s)"
+              % (a.python, build_dir))
     print("%-34s %12s %12s %8s" % ("figure", "cgreenlet", "stock", "ratio"))
     results = {}
     for name, what, n, scale, unit in FIGS:
@@ -116,14 +158,17 @@ def main():
         o, s = [], []
         for _ in range(runs):  # interleaved: noise hits both
             ro = run(a.python, ours, what, n)
-            rs = run(a.python, stock, what, n)
+            rs = run(a.python, stock, what, n) if with_stock else {"impl": "stock", "value": 0}
             if ro["impl"] == "stock" or rs["impl"] != "stock":
                 sys.exit("bench_python: wrong module loaded (%s / %s)" % (ro["impl"], rs["impl"]))
             o.append(ro["value"] * scale)
             s.append(rs["value"] * scale)
         mo, ms = statistics.median(o), statistics.median(s)
         results[what] = mo
-        print("%-34s %9.2f %-2s %9.2f %-2s %7.2fx" % (name, mo, unit, ms, unit, mo / ms))
+        if with_stock:
+            print("%-34s %9.2f %-2s %9.2f %-2s %7.2fx" % (name, mo, unit, ms, unit, mo / ms))
+        else:
+            print("%-34s %9.2f %-2s %12s %8s" % (name, mo, unit, "n/a", "n/a"))
     print("deep switch / our shallow switch: %.2fx" % (results["deep"] / results["pingpong"]))
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh GROUP... - make sure the Debian packages a command needs are there.
 # As root it installs what is missing (apt-get install -y); otherwise it names
-# the missing packages and fails.  Groups: build test bench python demo.
+# the missing packages and fails.  Groups: build test bench python pyversions demo.
 set -euo pipefail
 
 declare -A PKGS=(
@@ -9,6 +9,9 @@ declare -A PKGS=(
   [test]="g++ gdb libcriterion-dev valgrind clang libclang-rt-14-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-user-binfmt"
   [bench]="g++ libboost-context-dev"
   [python]="python3-dev python3-setuptools python3-pytest python3-greenlet python3-gevent python3-eventlet python3-objgraph python3-psutil wrk"
+  # what scripts/test-python-versions.sh stages for the pyenv interpreters
+  # (pure Python; exceptiongroup and tomli are pytest's needs before 3.11)
+  [pyversions]="python3-setuptools python3-pytest python3-exceptiongroup python3-tomli python3-objgraph"
   [demo]="python3-dev python3-setuptools python3-gevent"
 )
 

@@ -1211,10 +1211,15 @@ static PyObject *mod_get_total_main_greenlets(PyObject *m, PyObject *u) {
   return PyLong_FromSsize_t(total_main_greenlets);
 }
 
+/* The thread state's trashcan nesting (a pystate_3xx.h whose version keeps
+ * it elsewhere defines CG_TRASH_DELETE_NESTING). */
+#ifndef CG_TRASH_DELETE_NESTING
+#define CG_TRASH_DELETE_NESTING(ts) ((ts)->trash_delete_nesting)
+#endif
 static PyObject *mod_get_tstate_trash_delete_nesting(PyObject *m, PyObject *u) {
   (void)m;
   (void)u;
-  return PyLong_FromLong(PyThreadState_Get()->trash_delete_nesting);
+  return PyLong_FromLong(CG_TRASH_DELETE_NESTING(PyThreadState_Get()));
 }
 
 static PyObject *mod_set_thread_local(PyObject *m, PyObject *args) {

@@ -31,11 +31,20 @@
 #define CGREENLET_PYSTATE_H
 
 #include <Python.h>
+#include "pycompat.h"
 
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
 #include "pystate_311.h"
+#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#include "pystate_312.h"
+#elif PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
+#include "pystate_313.h"
+#elif PY_VERSION_HEX >= 0x03090000 && PY_VERSION_HEX < 0x030A0000
+#include "pystate_39.h"
+#elif PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030B0000
+#include "pystate_310.h"
 #else
-#error "cgreenlet's greenlet module supports CPython 3.11 only (so far)"
+#error "cgreenlet's greenlet module supports CPython 3.9 to 3.13 only (so far)"
 #endif
 
 #endif

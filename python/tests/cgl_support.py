@@ -38,6 +38,19 @@ def stock_limitation(reason):
                              reason="stock greenlet limitation: " + reason)
 
 
+def version_limitation(before, reason):
+    """Mark a test that cgreenlet cannot pass on CPython older than `before`
+    (a (major, minor) tuple), because of how those versions work.
+
+    There it is a strict xfail (if it starts to pass, the mark is wrong);
+    on newer versions, and against another greenlet, an ordinary test.
+    """
+    import pytest
+    return pytest.mark.xfail(is_cgreenlet() and sys.version_info[:2] < before,
+                             strict=True,
+                             reason="CPython < %d.%d: %s" % (before + (reason,)))
+
+
 def describe():
     """Import greenlet and say which one it is (never raises on a mismatch)."""
     import greenlet

@@ -9,6 +9,7 @@ tower must unwind normally, by exception, and by GreenletExit.
 """
 import functools
 import gc
+import sys
 
 import pytest
 
@@ -116,6 +117,11 @@ def _bottom_loop(rounds):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("depth", [120, 300])
 def test_switch_at_depth_many_times(kind, depth):
+    if kind == "sorted" and depth == 300 and sys.version_info < (3, 11):
+        pytest.skip("CPython < 3.11 spends 4 recursion levels per sorted level "
+                    "(the frame, sorted, list.sort, the key): 300 levels pass "
+                    "the default limit of 1000 even without greenlets "
+                    "(test_interp_state.py nests them under a raised limit)")
     rounds = 200
     trail = []
     g = Greenlet(lambda: tower(kind, depth, _bottom_loop(rounds), trail))

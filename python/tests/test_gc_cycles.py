@@ -14,7 +14,7 @@ import pytest
 
 from greenlet import greenlet as Greenlet, getcurrent, GreenletExit
 
-from cgl_support import stock_limitation
+from cgl_support import stock_limitation, version_limitation
 
 SUSPENDED_CYCLES = stock_limitation(
     "active greenlets are not garbage-collectable (tp_is_gc returns 0), "
@@ -346,6 +346,12 @@ def test_refusing_to_die_without_reviving_is_left_alone():
 
 
 @SUSPENDED_CYCLES
+@version_limitation(
+    (3, 11), "a running generator's frame is a tracked frame object, whose own "
+    "traverse shows its locals (here the greenlet), and the generator is held "
+    "by its caller's value stack, whose extent is unknown while the caller "
+    "runs: the cycle looks referenced from outside and is left alone (leaked, "
+    "as in stock greenlet)")
 def test_collection_switches_through_a_generator_frame():
     main = getcurrent()
     closed = []

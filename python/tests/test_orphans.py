@@ -16,7 +16,15 @@ import pytest
 import greenlet
 from greenlet import greenlet as Greenlet, getcurrent
 
-from cgl_support import is_cgreenlet
+from cgl_support import is_cgreenlet, version_limitation
+
+# Frames that called the next one keep its arguments on their value stack
+# while the call runs (3.11 moves them into the callee); only the top
+# frame's stack extent is recorded, so those references are not released.
+CALLERS_KEEP_ARGUMENTS = version_limitation(
+    (3, 11), "a caller's value stack, which holds the arguments of the call it "
+    "is suspended in (here the token), has no known extent once its C frame "
+    "is gone: those references are leaked")
 
 WAIT = 10
 
@@ -66,7 +74,8 @@ def _walk(frame):
 
 @pytest.mark.skipif(not is_cgreenlet(), reason="stock greenlet 2.0.2 crashes "
                     "(SIGSEGV) reading frames of greenlets whose thread exited")
-@pytest.mark.parametrize("depth", [0, 3, 60])
+@pytest.mark.parametrize("depth", [0, pytest.param(3, marks=CALLERS_KEEP_ARGUMENTS),
+                                   pytest.param(60, marks=CALLERS_KEEP_ARGUMENTS)])
 def test_orphaned_frames_stay_readable_then_are_released(depth):
     gs, frames, tokens = _orphans(5, depth)
     gc.collect()
