@@ -129,31 +129,13 @@ fi
 declare -a NAMES=() PASSED=() FAILED=() OTHER=() SECS=() RCS=()
 any_fail=0
 
+. "$ROOT/scripts/test-counts.sh"
+
 record() {  # name passed failed other seconds rc
   NAMES+=("$1"); PASSED+=("$2"); FAILED+=("$3"); OTHER+=("$4"); SECS+=("$5"); RCS+=("$6")
   if [ "$6" -ne 0 ] || [ "$3" -ne 0 ] || [ "$2" -eq 0 ]; then any_fail=1; fi
 }
 
-# Counts from the unittest closing lines ("Ran N tests", "OK (skipped=3)",
-# "FAILED (failures=1, errors=2, skipped=3)").
-unittest_counts() {  # log -> "passed failed other"
-  local log=$1 ran f e s x u tail_line
-  if ! grep -Eq '^Ran [0-9]+ tests?' "$log"; then
-    # No closing lines (crash or timeout): count the verbose per-test lines.
-    f=$(grep -Ec '\.\.\. (FAIL|ERROR)$' "$log" || true)
-    s=$(grep -Ec "\.\.\. (skipped|expected failure)" "$log" || true)
-    echo "$(grep -Ec '\.\.\. ok$' "$log" || true) $((f + 1)) $s"
-    return
-  fi
-  ran=$(grep -Eo '^Ran [0-9]+ tests?' "$log" | tail -1 | grep -Eo '[0-9]+')
-  tail_line=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$log" | tail -1 || true)
-  f=$(grep -Eo '(\(|, )failures=[0-9]+' <<<"$tail_line" | grep -Eo '[0-9]+' || echo 0)
-  e=$(grep -Eo '(\(|, )errors=[0-9]+' <<<"$tail_line" | grep -Eo '[0-9]+' || echo 0)
-  s=$(grep -Eo '(\(|, )skipped=[0-9]+' <<<"$tail_line" | grep -Eo '[0-9]+' || echo 0)
-  x=$(grep -Eo 'expected failures=[0-9]+' <<<"$tail_line" | grep -Eo '[0-9]+' || echo 0)
-  u=$(grep -Eo 'unexpected successes=[0-9]+' <<<"$tail_line" | grep -Eo '[0-9]+' || echo 0)
-  echo "$((ran - f - e - s - x - u)) $((f + e + u)) $((s + x))"
-}
 
 run_upstream() {  # name envvar
   local name=$1 var=$2 log="$LOG_DIR/$1.log" start rc
@@ -198,16 +180,9 @@ run_pytest() {
   set -e
   local secs=$(( $(date +%s) - start ))
   [ $rc -eq 124 ] && printf '\n   TIMEOUT after %ss\n' "$PART_TIMEOUT" | tee -a "$log"
-  local last p f e x s
-  last=$(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -1 || true)
-  p=$(grep -Eo '[0-9]+ passed' <<<"$last" | grep -Eo '[0-9]+' || echo 0)
-  f=$(grep -Eo '[0-9]+ failed' <<<"$last" | grep -Eo '[0-9]+' || echo 0)
-  e=$(grep -Eo '[0-9]+ errors?' <<<"$last" | grep -Eo '[0-9]+' || echo 0)
-  x=$(grep -Eo '[0-9]+ xfailed' <<<"$last" | grep -Eo '[0-9]+' || echo 0)
-  s=$(grep -Eo '[0-9]+ skipped' <<<"$last" | grep -Eo '[0-9]+' || echo 0)
-  f=$((f + e))
-  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  record "$name" "$p" "$f" "$((x + s))" "$secs" "$rc"
+  local p f o
+  read -r p f o <<<"$(pytest_counts "$log" "$rc")"
+  record "$name" "$p" "$f" "$o" "$secs" "$rc"
 }
 
 # What to run: everything, or (--ci) everything but the known failures.

@@ -623,6 +623,19 @@ static int green_traverse(PyGreenlet *self, visitproc visit, void *arg) {
   return 0;
 }
 
+/* What a greenlet that can no longer run (dead, or its thread gone) still
+ * holds of its run: its top frame object, run's call, and (thread gone)
+ * what its frames hold, then their memory unless a frame object still
+ * points into it. */
+static void release_orphan(cg_impl *i) {
+  Py_CLEAR(i->dead_frame);
+  Py_CLEAR(i->call_run);
+  Py_CLEAR(i->call_args);
+  Py_CLEAR(i->call_kwargs);
+  if (i->thread_gone)
+    cg_pystate_abandon(&i->st);
+}
+
 /* Breaks cycles.  A greenlet that may still run keeps what it runs with. */
 static int green_clear(PyGreenlet *self) {
   cg_impl *i = self->pimpl;
@@ -630,15 +643,8 @@ static int green_clear(PyGreenlet *self) {
   if (i && !g_active(i)) {
     Py_CLEAR(i->run);
     Py_CLEAR(i->parent);
-    if (i->thread_gone) {
-      /* Its frames never run again: what they hold goes, then their
-       * memory (unless a frame object still points into it). */
-      Py_CLEAR(i->dead_frame);
-      Py_CLEAR(i->call_run);
-      Py_CLEAR(i->call_args);
-      Py_CLEAR(i->call_kwargs);
-      cg_pystate_abandon(&i->st);
-    }
+    if (i->thread_gone) /* its frames never run again */
+      release_orphan(i);
     cg_pystate_clear(&i->st);
   }
   return 0;
@@ -770,12 +776,7 @@ static void green_dealloc(PyGreenlet *self) {
     impl_unlink(i);
     Py_CLEAR(i->run);
     Py_CLEAR(i->parent);
-    Py_CLEAR(i->dead_frame);
-    Py_CLEAR(i->call_run);
-    Py_CLEAR(i->call_args);
-    Py_CLEAR(i->call_kwargs);
-    if (i->thread_gone)
-      cg_pystate_abandon(&i->st);
+    release_orphan(i);
     cg_pystate_clear(&i->st);
     PyMem_Free(i);
     self->pimpl = NULL;
