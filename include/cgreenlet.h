@@ -78,9 +78,12 @@ typedef int (*greenlet_run_fn)(greenlet_t *self, void *arg, void **result);
 typedef struct greenlet_attr {
   size_t stack_size; /* usable bytes; 0 = GREENLET_DEFAULT_STACK_SIZE */
   const char *name;  /* copied (first 31 bytes); shown in overflow reports */
+  /* Bytes at the top of the stack set aside for the caller, above where the
+   * C stack starts (see greenlet_reserved); 0 = none.  Rounded up to 16. */
+  size_t reserve;
 } greenlet_attr_t;
 
-#define GREENLET_ATTR_INIT {0, NULL}
+#define GREENLET_ATTR_INIT {0, NULL, 0}
 #define GREENLET_DEFAULT_STACK_SIZE ((size_t)256 * 1024)
 #define GREENLET_MIN_STACK_SIZE ((size_t)16 * 1024)
 #define GREENLET_MAX_STACK_SIZE ((size_t)1 << 30)
@@ -166,11 +169,23 @@ GREENLET_API uint64_t greenlet_id(const greenlet_t *g); /* unique, from 1 */
 GREENLET_API const char *greenlet_name(const greenlet_t *g); /* "" if none */
 GREENLET_API int greenlet_owned_by_current_thread(const greenlet_t *g);
 
-/* Bytes of g's stack in use while it is suspended (0 while it runs, before it
- * starts and once dead; for a suspended main greenlet, measured from the top
- * of its thread's stack), and its usable stack size (0 for main). */
+/* Bytes of g's C stack in use while it is suspended (0 while it runs, before
+ * it starts and once dead; measured from where the C stack starts, below the
+ * reserve; for a suspended main greenlet, from the top of its thread's
+ * stack), and its usable stack size, reserve included (0 for main). */
 GREENLET_API size_t greenlet_stack_in_use(const greenlet_t *g);
 GREENLET_API size_t greenlet_stack_size(const greenlet_t *g);
+
+/*
+ * The reserve of attr->reserve bytes at the top of g's stack (16-byte
+ * aligned), or NULL if it has none or has no stack (unstarted, dead, main).
+ * It is there from the start of run until run returns, while g is suspended
+ * too, and nothing else writes to it: a place for per-greenlet data that
+ * should cost memory only where it is touched, next to the C stack (an
+ * interpreter's frame stack, say).  Like the C stack, its pages may be
+ * reused by another greenlet once g is dead.
+ */
+GREENLET_API void *greenlet_reserved(const greenlet_t *g);
 
 /* Per-greenlet user data, NULL until set. */
 GREENLET_API void *greenlet_userdata(const greenlet_t *g);

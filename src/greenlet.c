@@ -295,7 +295,8 @@ static int prepare_start(greenlet__tstate *ts, greenlet_t *g) {
   int rc = greenlet__stack_get(&ts->pool, g->stack_size, &g->stack);
   if (rc != 0)
     return rc;
-  if (greenlet__context_make(&g->ctx, g->stack.lo, g->stack.size) != 0) {
+  if (greenlet__context_make(&g->ctx, g->stack.lo,
+                             g->stack.size - g->reserve) != 0) {
     greenlet__stack_put(&ts->pool, &g->stack);
     return GREENLET_ENOMEM;
   }
@@ -423,6 +424,13 @@ int greenlet_create(greenlet_t **out, greenlet_run_fn run, greenlet_t *parent,
                                          : GREENLET_DEFAULT_STACK_SIZE;
   if (size < GREENLET_MIN_STACK_SIZE || size > GREENLET_MAX_STACK_SIZE)
     return GREENLET_EINVAL;
+  /* The C stack keeps at least the minimum below the reserve. */
+  size_t reserve = attr ? attr->reserve : 0;
+  if (reserve > GREENLET_MAX_STACK_SIZE)
+    return GREENLET_EINVAL;
+  reserve = (reserve + 15) & ~(size_t)15;
+  if (reserve > greenlet__stack_round(size) - GREENLET_MIN_STACK_SIZE)
+    return GREENLET_EINVAL;
   greenlet__tstate *ts = tstate_get();
   if (!ts)
     return GREENLET_ENOMEM;
@@ -438,6 +446,7 @@ int greenlet_create(greenlet_t **out, greenlet_run_fn run, greenlet_t *parent,
   g->parent = parent;
   parent->refcnt++;
   g->stack_size = greenlet__stack_round(size);
+  g->reserve = reserve;
   if (attr && attr->name) {
     strncpy(g->name, attr->name, sizeof g->name - 1);
     g->name[sizeof g->name - 1] = '\0';
@@ -591,13 +600,19 @@ size_t greenlet_stack_in_use(const greenlet_t *g) {
   if (!g || g->state != GREENLET__ACTIVE || g == g->ts->current)
     return 0;
   const char *sp = greenlet__context_sp(&g->ctx);
-  const char *hi = g->stack.base ? g->stack.lo + g->stack.size
+  const char *hi = g->stack.base ? g->stack.lo + g->stack.size - g->reserve
                                  : g->ts->main_stack_hi; /* main greenlet */
   return hi && sp && sp < hi ? (size_t)(hi - sp) : 0;
 }
 
 size_t greenlet_stack_size(const greenlet_t *g) {
   return g && !(g->flags & GREENLET__MAIN) ? g->stack_size : 0;
+}
+
+void *greenlet_reserved(const greenlet_t *g) {
+  if (!g || !g->reserve || !g->stack.base || g->state != GREENLET__ACTIVE)
+    return NULL;
+  return g->stack.lo + g->stack.size - g->reserve;
 }
 
 void *greenlet_userdata(const greenlet_t *g) { return g ? g->userdata : NULL; }

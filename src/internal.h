@@ -34,6 +34,7 @@ struct greenlet {
   void **out; /* where the value resuming this greenlet goes (may be NULL) */
   greenlet__stack stack; /* base == NULL: no stack (unstarted, dead, main) */
   size_t stack_size;     /* usable size to allocate at start */
+  size_t reserve;        /* top bytes of the stack kept for the caller */
   unsigned long long id;
   int refcnt; /* 1 for the handle + 1 per child naming it parent */
   unsigned char state;

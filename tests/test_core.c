@@ -122,6 +122,77 @@ Test(core, create_state_and_attributes) {
 
 /* ---- switch -------------------------------------------------------------- */
 
+/* ---- the reserve at the top of the stack -------------------------------- */
+
+/* Fills the reserve it was given, then reports where it and its C stack are;
+ * checks after a switch away and back that nothing else wrote the reserve. */
+static int use_reserve(greenlet_t *self, void *arg, void **result) {
+  (void)arg;
+  unsigned char *r = greenlet_reserved(self);
+  size_t n = (size_t)I(greenlet_userdata(self));
+  memset(r, 0xa5, n);
+  int here;
+  void *where[2] = {r, &here};
+  void *v;
+  if (greenlet_switch(greenlet_parent(self), where, &v) != GREENLET_OK)
+    return GREENLET_ERROR;
+  for (size_t i = 0; i < n; i++)
+    if (r[i] != 0xa5)
+      return GREENLET_ERROR;
+  *result = greenlet_reserved(self);
+  return GREENLET_OK;
+}
+
+Test(core, reserve_sits_above_the_c_stack) {
+  size_t n = 20000; /* rounded up to 20000 (a multiple of 16 already) */
+  greenlet_attr_t attr = {.stack_size = 64 * 1024, .reserve = n};
+  greenlet_t *g;
+  EXPECT_RC(greenlet_create(&g, use_reserve, NULL, &attr), 0);
+  cr_assert_null(greenlet_reserved(g), "no stack before the start");
+  greenlet_set_userdata(g, P(n));
+  void **where;
+  EXPECT_RC(greenlet_switch(g, NULL, (void **)&where), GREENLET_OK);
+  char *r = greenlet_reserved(g);
+  cr_assert_eq(where[0], r);
+  cr_assert_eq((uintptr_t)r % 16, 0);
+  /* The C stack starts below the reserve, which ends the stack. */
+  cr_assert_lt((char *)where[1], r);
+  size_t in_use = greenlet_stack_in_use(g);
+  cr_assert_gt(in_use, 0);
+  cr_assert_lt(in_use, 16 * 1024, "in use counts the C stack only");
+  cr_assert_eq((uintptr_t)(r + n) % 4096, 0, "the reserve ends the stack");
+  /* Another greenlet running meanwhile leaves the reserve alone. */
+  greenlet_t *other;
+  EXPECT_RC(greenlet_create(&other, ret_plus_one, NULL, &attr), 0);
+  void *v;
+  EXPECT_RC(greenlet_switch(other, P(1), &v), GREENLET_OK);
+  cr_assert_eq(I(v), 2);
+  EXPECT_RC(greenlet_switch(g, NULL, &v), GREENLET_OK);
+  cr_assert_eq(v, r, "run saw its reserve intact and unmoved");
+  cr_assert_null(greenlet_reserved(g), "none once dead");
+  EXPECT_RC(greenlet_destroy(g, 0), 0);
+  EXPECT_RC(greenlet_destroy(other, 0), 0);
+}
+
+Test(core, reserve_refusals) {
+  greenlet_t *g = NULL;
+  greenlet_attr_t attr = {.stack_size = 64 * 1024,
+                          .reserve = 64 * 1024 - GREENLET_MIN_STACK_SIZE + 1};
+  EXPECT_RC(greenlet_create(&g, ret_plus_one, NULL, &attr), GREENLET_EINVAL);
+  attr.reserve = (size_t)-1;
+  EXPECT_RC(greenlet_create(&g, ret_plus_one, NULL, &attr), GREENLET_EINVAL);
+  cr_assert_null(g);
+  /* The most it can be: the C stack keeps the minimum. */
+  attr.reserve = 64 * 1024 - GREENLET_MIN_STACK_SIZE;
+  EXPECT_RC(greenlet_create(&g, ret_plus_one, NULL, &attr), 0);
+  void *v;
+  EXPECT_RC(greenlet_switch(g, P(4), &v), GREENLET_OK);
+  cr_assert_eq(I(v), 5);
+  EXPECT_RC(greenlet_destroy(g, 0), 0);
+  cr_assert_null(greenlet_reserved(greenlet_main()));
+  cr_assert_null(greenlet_reserved(NULL));
+}
+
 Test(core, first_switch_runs_and_result_goes_to_parent) {
   greenlet_t *g;
   void *v = NULL;

@@ -195,7 +195,7 @@ Test(limits, million_parked_greenlets, .timeout = 300) {
   cr_assert_neq(g, NULL);
   greenlet_t *main = greenlet_current();
   long maps_before = map_count();
-  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL};
+  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0};
   double t0 = now_s();
   for (intptr_t i = 0; i < MILLION; i++) {
     int rc = greenlet_create(&g[i], park_run, NULL, &attr);
@@ -278,7 +278,7 @@ static int overflow_run(greenlet_t *self, void *arg, void **result) {
 static void *overflow_thread(void *arg) {
   (void)arg;
   greenlet_t *g = NULL;
-  greenlet_attr_t attr = {OVERFLOW_STACK, "deep-recursion"};
+  greenlet_attr_t attr = {OVERFLOW_STACK, "deep-recursion", 0};
   CCHECK_RC(greenlet_create(&g, overflow_run, NULL, &attr), 0);
   int rc = greenlet_switch(g, NULL, NULL);
   child_fail("switch into the overflowing greenlet returned %d", rc);
@@ -363,7 +363,7 @@ static int bad_write_child(void *arg) {
   CCHECK(p != MAP_FAILED, "mmap: %s", strerror(errno));
   prot_none_target = p;
   greenlet_t *g = NULL;
-  greenlet_attr_t attr = {0, "bad-writer"};
+  greenlet_attr_t attr = {0, "bad-writer", 0};
   CCHECK_RC(greenlet_create(&g, bad_write_run, NULL, &attr), 0);
   int rc = greenlet_switch(g, arg, NULL);
   child_fail("switch returned %d", rc);
@@ -391,7 +391,7 @@ static int guard_poker_run(greenlet_t *self, void *arg, void **result) {
 /* arg: 0 = poke from the main greenlet, 1 = from another greenlet. */
 static int other_guard_child(void *arg) {
   greenlet_t *owner = NULL, *poker = NULL;
-  greenlet_attr_t attr = {64 * 1024, "guard-owner"};
+  greenlet_attr_t attr = {64 * 1024, "guard-owner", 0};
   CCHECK_RC(greenlet_create(&owner, guard_owner_run, NULL, &attr), 0);
   CCHECK_RC(greenlet_switch(owner, NULL, NULL), GREENLET_OK);
   CCHECK(guard_target != NULL, "no guard address");
@@ -536,7 +536,7 @@ static int nomem_child(void *arg) {
   low.rlim_cur = (rlim_t)vm + 4 * NOMEM_STACK + NOMEM_STACK / 2;
   low.rlim_max = old.rlim_max;
   CCHECK(setrlimit(RLIMIT_AS, &low) == 0, "setrlimit: %s", strerror(errno));
-  greenlet_attr_t attr = {NOMEM_STACK, "big"};
+  greenlet_attr_t attr = {NOMEM_STACK, "big", 0};
   for (n = 0; n < NOMEM_MAX; n++) {
     int rc = greenlet_create(&g[n], park_run, NULL, &attr);
     if (rc != 0) {
@@ -618,7 +618,7 @@ static int maplimit_child(void *arg) {
          greenlet_guard_mode());
   greenlet_t **g = malloc(sizeof *g * MAPLIMIT_TRIES);
   CCHECK(g != NULL, "malloc");
-  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL};
+  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0};
   long n;
   int rc = 0;
   for (n = 0; n < MAPLIMIT_TRIES; n++) {
@@ -684,7 +684,7 @@ static size_t round_page(size_t n) {
 
 /* A create refused for its size writes nothing and allocates nothing. */
 static void expect_bad_size(size_t size) {
-  greenlet_attr_t attr = {size, "bad"};
+  greenlet_attr_t attr = {size, "bad", 0};
   greenlet_t *g = P(0x1234);
   struct mallinfo2 before = mallinfo2();
   EXPECT_RC(greenlet_create(&g, finish_run, NULL, &attr), GREENLET_EINVAL);
@@ -696,7 +696,7 @@ static void expect_bad_size(size_t size) {
 }
 
 static void expect_size(size_t asked, size_t reported) {
-  greenlet_attr_t attr = {asked, NULL};
+  greenlet_attr_t attr = {asked, NULL, 0};
   greenlet_t *g = NULL;
   EXPECT_RC(greenlet_create(&g, finish_run, NULL, &attr), 0);
   cr_assert_eq(greenlet_stack_size(g), reported, "asked %zu, reports %zu",
@@ -776,7 +776,7 @@ static int depth_run(greenlet_t *self, void *arg, void **result) {
 }
 
 static void stack_in_use_case(size_t stack_size, int deep) {
-  greenlet_attr_t attr = {stack_size, "depth"};
+  greenlet_attr_t attr = {stack_size, "depth", 0};
   greenlet_t *g = NULL;
   EXPECT_RC(greenlet_create(&g, depth_run, NULL, &attr), 0);
   size_t size = greenlet_stack_size(g);
@@ -906,7 +906,7 @@ static int churn_child(void *arg) {
   /* Past the pool either way; fewer under Valgrind and qemu. */
   int n = test_light() ? 300 : CHURN_MAX;
   static greenlet_t *g[CHURN_MAX];
-  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL};
+  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0};
   for (int round = 0; round < 2; round++) {
     for (int i = 0; i < n; i++)
       if (greenlet_create(&g[i], scribble_run, NULL, &attr) != 0 ||

@@ -423,7 +423,8 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   cg_thread *th = me->thread;
   PyThreadState *ts = th->tstate;
   cg_start_buffers buffers;
-  if (cg_pystate_start(&me->st, ts, &buffers, cg_pystate_use_tracing(ts)) < 0)
+  if (cg_pystate_start(&me->st, ts, &buffers, greenlet_reserved(core),
+                       cg_pystate_use_tracing(ts)) < 0)
     Py_FatalError("greenlet: started without cg_pystate_prepare()");
   PyObject *args = th->xfer_args ? th->xfer_args : Py_NewRef(empty_tuple);
   PyObject *kwargs = th->xfer_kwargs;
@@ -551,7 +552,8 @@ static int ensure_core(cg_thread *th, PyGreenlet *g) {
   }
   if (ensure_core(th, p) < 0)
     return -1;
-  greenlet_attr_t attr = {.stack_size = CG_STACK_SIZE, .name = NULL};
+  greenlet_attr_t attr = {.stack_size = CG_STACK_SIZE,
+                          .reserve = CG_PYSTATE_RESERVE};
   int rc = greenlet_create(&i->core, green_run, p->pimpl->core, &attr);
   if (rc != 0) {
     i->core = NULL;

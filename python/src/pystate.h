@@ -9,8 +9,10 @@
  *                                    tracing flag of the greenlet we came from)
  *   cg_pystate_prepare(st)           allocate, before the switch, what a
  *                                    greenlet needs to start (MemoryError)
- *   cg_pystate_start(st, ts, b, tr)  fresh state for a greenlet starting on
- *                                    its own stack
+ *   cg_pystate_start(st, ts, b, r, tr)  fresh state for a greenlet
+ *                                    starting on its own stack; r is the
+ *                                    CG_PYSTATE_RESERVE bytes the core keeps
+ *                                    at the top of that stack
  *   cg_pystate_finish(st, ts)        a finished greenlet gives back what it
  *                                    allocated (no Python code runs after)
  *   cg_pystate_use_tracing(ts)       the tracing flag to copy across a switch

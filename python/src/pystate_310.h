@@ -51,6 +51,9 @@ typedef struct cg_start_buffers {
   CFrame cframe;
 } cg_start_buffers;
 
+/* No data stack of frames: nothing kept at the top of the stack. */
+#define CG_PYSTATE_RESERVE 0
+
 /* Nothing to allocate before a start. */
 static inline int cg_pystate_prepare(cg_pystate *st) {
   (void)st;
@@ -136,7 +139,9 @@ static inline void cg_pystate_restore(cg_pystate *st, PyThreadState *ts,
  * does), depth 0.  The context set on it before it started (gr_context)
  * becomes the thread's. */
 static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
-                                   cg_start_buffers *b, uint8_t use_tracing) {
+                                   cg_start_buffers *b, void *reserve,
+                                   uint8_t use_tracing) {
+  (void)reserve;
   b->cframe.use_tracing = use_tracing;
   b->cframe.previous = &ts->root_cframe;
   ts->cframe = &b->cframe;

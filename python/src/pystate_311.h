@@ -48,13 +48,12 @@ typedef struct cg_pystate {
  * frame objects may point into) are then moved to the heap first
  * (cg_pystate_orphan).
  */
-#define CG_ROOT_CHUNK_BYTES 2048
+#ifndef CG_ROOT_CHUNK_BYTES
+#define CG_ROOT_CHUNK_BYTES (32 * 1024 + 3 * 1024)
+#endif
+#define CG_PYSTATE_RESERVE CG_ROOT_CHUNK_BYTES
 typedef struct cg_start_buffers {
   _PyCFrame cframe;
-  union {
-    _PyStackChunk chunk;
-    char bytes[CG_ROOT_CHUNK_BYTES];
-  } root;
 } cg_start_buffers;
 
 /* Nothing to allocate before a start: the root chunk is on the new stack. */
@@ -127,8 +126,9 @@ static inline void cg_pystate_restore(cg_pystate *st, PyThreadState *ts,
 /* The state of a greenlet that starts now, on its own stack.  The context
  * set on it before it started (gr_context) becomes the thread's. */
 static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
-                                   cg_start_buffers *b, uint8_t use_tracing) {
-  _PyStackChunk *c = &b->root.chunk;
+                                   cg_start_buffers *b, void *reserve,
+                                   uint8_t use_tracing) {
+  _PyStackChunk *c = reserve;
   st->root = c;
   b->cframe.use_tracing = use_tracing;
   b->cframe.current_frame = NULL;
@@ -331,6 +331,15 @@ static inline void cg_orphan_detach(_PyInterpreterFrame *top, PyObject **sp) {
   }
 }
 
+/* Bytes of the root chunk in use by a suspended greenlet's frames (CPython
+ * records the top of a chunk in it when it pushes the next one). */
+static inline size_t cg_root_used(const cg_pystate *st) {
+  const _PyStackChunk *r = st->root;
+  PyObject *const *top =
+      st->datastack_chunk == r ? st->datastack_top : &r->data[r->top];
+  return (size_t)((const char *)top - (const char *)r);
+}
+
 /* Frees the data-stack chunks CPython pushed above the root chunk. */
 static inline void cg_free_upper_chunks(_PyStackChunk *c, _PyStackChunk *root) {
   PyObjectArenaAllocator arena;
@@ -358,11 +367,12 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
   if (!st->root)
     return;
   char *old = (char *)st->root;
+  size_t used = cg_root_used(st);
   char *mem = NULL;
   if (cg_fail_relocations > 0)
     cg_fail_relocations--;
   else
-    mem = PyMem_RawMalloc(CG_ROOT_CHUNK_BYTES);
+    mem = PyMem_RawMalloc(used);
   if (!mem) {
     cg_orphan_detach(top, st->top_sp);
     PyObject **sp = st->top_sp;
@@ -384,7 +394,8 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
     st->top_sp = NULL;
     return;
   }
-  memcpy(mem, old, CG_ROOT_CHUNK_BYTES);
+  memcpy(mem, old, used);
+  ((_PyStackChunk *)mem)->size = used; /* (it never grows again) */
   ptrdiff_t d = mem - old;
   /* (<=: the chunk's limit points just past it.) */
 #define CG_MOVED(p)                                                            \
@@ -403,6 +414,8 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
   st->datastack_top = CG_MOVED(st->datastack_top);
   st->datastack_limit = CG_MOVED(st->datastack_limit);
   st->top_sp = CG_MOVED(st->top_sp);
+  if (st->datastack_chunk == (_PyStackChunk *)mem)
+    st->datastack_limit = (PyObject **)(mem + used);
 #undef CG_MOVED
   st->root = (_PyStackChunk *)mem;
   st->abandoned = top;

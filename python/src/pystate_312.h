@@ -70,13 +70,12 @@ typedef struct cg_pystate {
  * C stack without unwinding; its frames are then moved to the heap first
  * (cg_pystate_orphan).
  */
-#define CG_ROOT_CHUNK_BYTES 2048
+#ifndef CG_ROOT_CHUNK_BYTES
+#define CG_ROOT_CHUNK_BYTES (32 * 1024 + 3 * 1024)
+#endif
+#define CG_PYSTATE_RESERVE CG_ROOT_CHUNK_BYTES
 typedef struct cg_start_buffers {
   _PyCFrame cframe;
-  union {
-    _PyStackChunk chunk;
-    char bytes[CG_ROOT_CHUNK_BYTES];
-  } root;
 } cg_start_buffers;
 
 /* Nothing to allocate before a start: the root chunk is on the new stack. */
@@ -164,9 +163,10 @@ static inline void cg_pystate_restore(cg_pystate *st, PyThreadState *ts,
 /* The state of a greenlet that starts now, on its own stack.  The context
  * set on it before it started (gr_context) becomes the thread's. */
 static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
-                                   cg_start_buffers *b, uint8_t use_tracing) {
+                                   cg_start_buffers *b, void *reserve,
+                                   uint8_t use_tracing) {
   (void)use_tracing;
-  _PyStackChunk *c = &b->root.chunk;
+  _PyStackChunk *c = reserve;
   st->root = c;
   b->cframe.current_frame = NULL;
   b->cframe.previous = &ts->root_cframe;
@@ -187,6 +187,15 @@ static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   ts->context_ver++;
   ts->trash.delete_nesting = 0;
   return 0;
+}
+
+/* Bytes of the root chunk in use by a suspended greenlet's frames (CPython
+ * records the top of a chunk in it when it pushes the next one). */
+static inline size_t cg_root_used(const cg_pystate *st) {
+  const _PyStackChunk *r = st->root;
+  PyObject *const *top =
+      st->datastack_chunk == r ? st->datastack_top : &r->data[r->top];
+  return (size_t)((const char *)top - (const char *)r);
 }
 
 /* Frees the data-stack chunks CPython pushed above the root chunk. */
@@ -523,11 +532,12 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
   if (!st->root)
     return;
   char *old = (char *)st->root;
+  size_t used = cg_root_used(st);
   char *mem = NULL;
   if (cg_fail_relocations > 0)
     cg_fail_relocations--;
   else
-    mem = PyMem_RawMalloc(CG_ROOT_CHUNK_BYTES);
+    mem = PyMem_RawMalloc(used);
   if (!mem) {
     cg_release_frames(top, st->top_sp, 1);
     cg_free_upper_chunks(st->datastack_chunk, st->root);
@@ -537,7 +547,8 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
     st->top_sp = NULL;
     return;
   }
-  memcpy(mem, old, CG_ROOT_CHUNK_BYTES);
+  memcpy(mem, old, used);
+  ((_PyStackChunk *)mem)->size = used; /* (it never grows again) */
   ptrdiff_t d = mem - old;
   /* (<=: the chunk's limit points just past it.) */
 #define CG_MOVED(p)                                                            \
@@ -557,6 +568,8 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
   st->datastack_top = CG_MOVED(st->datastack_top);
   st->datastack_limit = CG_MOVED(st->datastack_limit);
   st->top_sp = CG_MOVED(st->top_sp);
+  if (st->datastack_chunk == (_PyStackChunk *)mem)
+    st->datastack_limit = (PyObject **)(mem + used);
 #undef CG_MOVED
   st->root = (_PyStackChunk *)mem;
   st->abandoned = top;
