@@ -146,16 +146,16 @@ static cg_thread *thread_get(void) {
 
 /*
  * The thread is ending (CPython clears its dict): its greenlets can never
- * run again.  Suspended ones lose their stacks without running (their
- * Python frames are leaked, as with stock greenlet); every object is marked
- * as belonging to a gone thread.
+ * run again.  Suspended ones lose their stacks without running: their
+ * Python frames move to the heap (cg_pystate_orphan) until the greenlet
+ * object goes; every object is marked as belonging to a gone thread.
  */
 static void cg_thread_dealloc(cg_thread *th) {
   if (cg_tls == th)
     cg_tls = NULL;
   for (cg_impl *i = th->all; i; i = i->next) {
-    /* Its C stack goes; its Python frames stay (leaked, as with stock
-     * greenlet), and gr_frame keeps showing the top one. */
+    /* Its C stack goes; its Python frames stay until the object goes
+     * (release_orphan), and gr_frame keeps showing the top one. */
     if (g_active(i) && !i->is_main && th->current != i->self) {
       i->dead_frame = cg_pystate_frame(&i->st, th->tstate);
       if (!i->dead_frame)
@@ -627,8 +627,8 @@ static int green_traverse(PyGreenlet *self, visitproc visit, void *arg) {
 
 /* What a greenlet that can no longer run (dead, or its thread gone) still
  * holds of its run: its top frame object, run's call, and (thread gone)
- * what its frames hold, then their memory unless a frame object still
- * points into it. */
+ * what its frames hold, then their memory (a frame object held elsewhere
+ * keeps a copy of its frame). */
 static void release_orphan(cg_impl *i) {
   Py_CLEAR(i->dead_frame);
   Py_CLEAR(i->call_run);

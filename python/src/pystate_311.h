@@ -263,14 +263,20 @@ static inline int cg_frame_slots(_PyInterpreterFrame *f, PyObject **top_sp) {
 /*
  * Visits what the Python frames of a suspended (or orphaned) greenlet hold,
  * as CPython's _PyFrame_Traverse does for a generator's frame, so that the
- * collector can find cycles through them.  A frame object is not visited:
- * it must never be cleared while the frame it shows is alive.
+ * collector can find cycles through them: of a thread-owned frame f_locals,
+ * f_func, f_code (strong; f_globals and f_builtins are borrowed) and its
+ * slots.  A frame object is not visited: it must never be cleared while the
+ * frame it shows is alive.  Of an orphan, the generators whose frames are in
+ * its chain too: it holds them (cg_hold_generators).
  */
 static inline int cg_pystate_traverse_frames(cg_pystate *st, visitproc visit,
                                              void *arg) {
   PyObject **sp = st->top_sp;
+  int orphan = !st->cframe && st->abandoned;
   for (_PyInterpreterFrame *f = cg_pystate_top(st); f; f = f->previous) {
     int n = cg_frame_slots(f, sp);
+    if (orphan && f->owner == FRAME_OWNED_BY_GENERATOR)
+      Py_VISIT(_PyFrame_GetGenerator(f));
     if (f->owner == FRAME_OWNED_BY_THREAD) {
       Py_VISIT(f->f_locals);
       Py_VISIT(f->f_func);
@@ -284,7 +290,7 @@ static inline int cg_pystate_traverse_frames(cg_pystate *st, visitproc visit,
 }
 
 /* A greenlet that is not running (never started, or finished) is freed.
- * (An orphaned one's root chunk is cg_pystate_abandon's to free.) */
+ * (An orphaned one's frames are cg_pystate_abandon's to free.) */
 static inline void cg_pystate_clear(cg_pystate *st) {
   Py_CLEAR(st->context);
   Py_CLEAR(st->exc_state.exc_value);
@@ -298,37 +304,145 @@ static inline int cg_pystate_fail_relocations(int n) {
 }
 
 /*
- * The frames of an orphan whose root chunk could not be moved off its C
- * stack (no memory): each frame object that shows one of its frames takes
- * a copy of it, as CPython does when a frame exits (and then owns what the
- * copy holds); the rest of what the frames hold is released by
- * cg_pystate_abandon as usual.  Only f_back is lost.
+ * Thread-owned frame f will never run again, and its frame object is held
+ * by someone else: the frame object takes a copy of it, as CPython's
+ * take_ownership does when a frame exits while its frame object lives on,
+ * and owns what the copy holds.  That is its code and function and, if
+ * with_slots, its locals dict and first n slots (those known to be live:
+ * n from cg_frame_slots).  Otherwise the copy is what frame.clear() leaves
+ * (no locals, an empty stack), and f keeps its slots and locals dict for
+ * the caller to release.  The locals of an empty copy must read NULL:
+ * 3.11's f_locals (_PyFrame_FastToLocalsWithError) reads all of them
+ * whatever stacktop says.  f_back of that frame object is None from now on
+ * (take_ownership would link it to the frame below, which is going).  No
+ * Python code runs here.
  */
-static inline void cg_orphan_detach(_PyInterpreterFrame *top, PyObject **sp) {
-  for (_PyInterpreterFrame *f = top; f; f = f->previous, sp = NULL) {
-    PyFrameObject *fo = f->frame_obj;
-    if (f->owner != FRAME_OWNED_BY_THREAD || !fo)
-      continue;
-    int n = cg_frame_extent(f, sp);
-    _PyInterpreterFrame *copy = (_PyInterpreterFrame *)fo->_f_frame_data;
-    memcpy(copy, f, offsetof(_PyInterpreterFrame, localsplus) +
-                        (size_t)n * sizeof(PyObject *));
-    copy->stacktop = n;
-    copy->owner = FRAME_OWNED_BY_FRAME_OBJECT;
-    copy->previous = NULL;
-    copy->frame_obj = NULL;
-    fo->f_frame = copy;
-    if (!PyObject_GC_IsTracked((PyObject *)fo))
-      PyObject_GC_Track(fo); /* as CPython does for a frame it owns */
-    /* The references moved to the copy. */
-    f->frame_obj = NULL;
-    f->f_func = NULL;
-    f->f_code = NULL;
-    f->f_locals = NULL;
+static inline void cg_frame_detach(_PyInterpreterFrame *f, int n,
+                                   int with_slots) {
+  PyFrameObject *fo = f->frame_obj;
+  _PyInterpreterFrame *copy = (_PyInterpreterFrame *)fo->_f_frame_data;
+  int nlocals = f->f_code->co_nlocalsplus;
+  memcpy(copy, f, offsetof(_PyInterpreterFrame, localsplus));
+  if (with_slots) {
+    memcpy(copy->localsplus, f->localsplus, (size_t)n * sizeof(PyObject *));
     memset(f->localsplus, 0, (size_t)n * sizeof(PyObject *));
     f->stacktop = 0;
-    Py_DECREF(fo); /* the frame's own reference */
+    f->f_locals = NULL; /* moved */
+    copy->stacktop = n;
+  } else {
+    memset(copy->localsplus, 0, (size_t)nlocals * sizeof(PyObject *));
+    copy->f_locals = NULL;
+    copy->stacktop = 0;
   }
+  copy->owner = FRAME_OWNED_BY_FRAME_OBJECT;
+  copy->is_entry = false;
+  copy->previous = NULL;
+  copy->frame_obj = NULL;
+  fo->f_frame = copy;
+  if (!PyObject_GC_IsTracked((PyObject *)fo))
+    PyObject_GC_Track(fo); /* as CPython does for a frame it owns */
+  /* These references moved to the copy. */
+  f->frame_obj = NULL;
+  f->f_func = NULL;
+  f->f_code = NULL;
+  Py_DECREF(fo); /* the frame's own reference (someone else holds one) */
+}
+
+/*
+ * Drops the frame object only frame f holds, before f's memory is freed.
+ * frame_dealloc reads the frame its object shows (f_frame->owner), and the
+ * trashcan may defer it past that memory: so the object is first pointed
+ * at its own frame data, marked as not its own (that owner field is all
+ * frame_dealloc reads of a frame it does not own).
+ */
+static inline void cg_frame_drop_object(_PyInterpreterFrame *f) {
+  PyFrameObject *fo = f->frame_obj;
+  if (!fo)
+    return;
+  f->frame_obj = NULL;
+  _PyInterpreterFrame *own = (_PyInterpreterFrame *)fo->_f_frame_data;
+  own->owner = FRAME_OWNED_BY_THREAD;
+  fo->f_frame = own;
+  Py_DECREF(fo);
+}
+
+/*
+ * Releases what the frames of a greenlet that will never run again hold
+ * (top: its top frame, whose value stack ends at top_sp if known).  Top
+ * down, each frame is first cut off from the outside while no Python code
+ * can run: a frame object someone else holds takes a copy of its frame
+ * (cg_frame_detach; with_slots: with what the frame holds, else empty), and
+ * a generator's frame (which lives in its generator object) forgets the
+ * chain below it.  Then its references go (that may run code, which can
+ * then reach only the intact frames below): the locals, the known value
+ * stack, the specials, the frame object no one else holds
+ * (cg_frame_drop_object).  A frame suspended in a call from C has stacktop
+ * -1 and no known stack extent: only its locals are known to be live (the
+ * rest leak).  Afterwards the frames' memory can be freed: nothing points
+ * into it any more.  The generators whose frames are in the chain are held
+ * (cg_hold_generators): each is let go once its frame is done with.
+ */
+static inline void cg_release_frames(_PyInterpreterFrame *top,
+                                     PyObject **top_sp, int with_slots) {
+  PyObject **sp = top_sp;
+  _PyInterpreterFrame *next;
+  for (_PyInterpreterFrame *f = top; f; f = next, sp = NULL) {
+    next = f->previous;
+    int n = cg_frame_slots(f, sp);
+    if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+      f->previous = NULL; /* as in a finished generator */
+      if (n >= 0 && f->frame_obj) {
+        /* Should its frame object outlive the generator, it takes the frame
+         * over (take_ownership) with its first stacktop slots, 0 below, and
+         * reads its locals whatever stacktop says: they must read NULL. */
+        _PyInterpreterFrame *own =
+            (_PyInterpreterFrame *)f->frame_obj->_f_frame_data;
+        memset(own->localsplus, 0,
+               (size_t)f->f_code->co_nlocalsplus * sizeof(PyObject *));
+      }
+    } else if (f->owner == FRAME_OWNED_BY_THREAD && n >= 0 && f->frame_obj &&
+               Py_REFCNT(f->frame_obj) > 1) {
+      cg_frame_detach(f, n, with_slots);
+      if (with_slots)
+        n = 0;
+    }
+    for (int k = 0; k < n; k++)
+      Py_CLEAR(f->localsplus[k]);
+    if (n >= 0)
+      f->stacktop = 0; /* (a generator's: as frame.clear() leaves it) */
+    if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+      /* The rest of its frame is its generator's, which may now go (with
+       * f: not read again). */
+      Py_DECREF(_PyFrame_GetGenerator(f));
+      continue;
+    }
+    if (f->owner != FRAME_OWNED_BY_THREAD)
+      continue;
+    Py_CLEAR(f->f_locals);
+    cg_frame_drop_object(f);
+    Py_CLEAR(f->f_func);
+    Py_CLEAR(f->f_code);
+  }
+}
+
+/*
+ * The frames of generators running in an orphan's chain live in their
+ * generator objects, which anything may free (a run method, or a garbage
+ * cycle cleared before the greenlet): the orphan holds a reference to each
+ * until cg_release_frames is done with its frame.  Such a generator can
+ * never run again: it becomes a finished one (FRAME_COMPLETED: its frame
+ * stays until the generator goes), so that a collection or its deallocation
+ * does not try to close it (_PyGen_Finalize skips finished ones), which
+ * would only report "generator already executing"; next() raises
+ * StopIteration.
+ */
+static inline void cg_hold_generators(_PyInterpreterFrame *top) {
+  for (_PyInterpreterFrame *f = top; f; f = f->previous)
+    if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+      PyGenObject *gen = _PyFrame_GetGenerator(f);
+      Py_INCREF(gen);
+      gen->gi_frame_state = FRAME_COMPLETED;
+    }
 }
 
 /* Bytes of the root chunk in use by a suspended greenlet's frames (CPython
@@ -353,16 +467,21 @@ static inline void cg_free_upper_chunks(_PyStackChunk *c, _PyStackChunk *root) {
 
 /*
  * The greenlet's thread is exiting while it is suspended: its C stack is
- * about to go.  Its frames stay (cg_pystate_abandon releases them when the
- * greenlet object goes): the root chunk, on that C stack, is moved to the
- * heap, and every pointer into it is adjusted (the frames' links, the frame
- * objects' frame pointers, the chunk above it).  Without memory for that,
- * the frame objects take copies of their frames and the rest is released
- * now.
+ * about to go, and with it its _PyCFrame entries and its root data-stack
+ * chunk.  (3.11 has no entry frames: the interpreter frames link straight
+ * through `previous`, so the chain needs no unlinking.)  Its frames stay
+ * (cg_pystate_abandon releases them when the greenlet object goes; gr_frame
+ * keeps showing the top one): the root chunk is moved to the heap, and
+ * every pointer into it is adjusted (the frames' links, the frame objects'
+ * frame pointers, the chunk above it), and the generators running in it are
+ * held (cg_hold_generators).  Without memory for that, what the frames hold
+ * is released now (frame objects held elsewhere take copies of their
+ * frames: only f_back is lost).
  */
 static inline void cg_pystate_orphan(cg_pystate *st) {
   _PyInterpreterFrame *top = st->cframe ? st->cframe->current_frame : NULL;
   st->cframe = NULL;
+  cg_hold_generators(top);
   st->abandoned = top;
   if (!st->root)
     return;
@@ -374,19 +493,7 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
   else
     mem = PyMem_RawMalloc(used);
   if (!mem) {
-    cg_orphan_detach(top, st->top_sp);
-    PyObject **sp = st->top_sp;
-    for (_PyInterpreterFrame *f = top; f; f = f->previous, sp = NULL) {
-      int n = cg_frame_slots(f, sp);
-      for (int k = 0; k < n; k++)
-        Py_CLEAR(f->localsplus[k]);
-      if (f->owner == FRAME_OWNED_BY_THREAD) {
-        f->stacktop = 0;
-        Py_CLEAR(f->f_locals);
-        Py_CLEAR(f->f_func);
-        Py_CLEAR(f->f_code);
-      }
-    }
+    cg_release_frames(top, st->top_sp, 1);
     cg_free_upper_chunks(st->datastack_chunk, st->root);
     st->abandoned = NULL;
     st->root = NULL;
@@ -404,6 +511,7 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
        : (void *)(p))
   top = CG_MOVED(top);
   for (_PyInterpreterFrame *f = top; f; f = f->previous) {
+    /* (A generator's frame object points into its generator: unmoved.) */
     if (f->frame_obj)
       f->frame_obj->f_frame = CG_MOVED(f->frame_obj->f_frame);
     f->previous = CG_MOVED(f->previous);
@@ -423,40 +531,19 @@ static inline void cg_pystate_orphan(cg_pystate *st) {
 
 /*
  * The object of a greenlet dropped without unwinding (its thread exited) is
- * freed.  Its frames never return, so what they hold is released here: the
- * locals and the frame objects.  (The value stack of a frame suspended in a
- * call cannot be: its extent was in the lost C frame; those references
- * leak.)  Frames owned by
- * generators are left to their generators.  The frames' memory (data-stack
- * chunks) is freed too, unless a frame object someone else holds still
- * points into it; then it is leaked.
+ * freed: what its frames hold is released (cg_release_frames), then their
+ * memory, the data-stack chunks.  A frame object someone still holds keeps
+ * working on an empty copy of its frame, as frame.clear() leaves one.
+ * Frames owned by generators stay with their generators, cut off from the
+ * chain.
  */
 static inline void cg_pystate_abandon(cg_pystate *st) {
-  int in_use = 0;
+  _PyInterpreterFrame *top = st->abandoned;
   PyObject **sp = st->top_sp;
-  for (_PyInterpreterFrame *f = st->abandoned; f; f = f->previous, sp = NULL) {
-    /* A frame suspended in a call from C has stacktop -1 and no known
-     * stack extent: only its locals are known to be live. */
-    int n = cg_frame_slots(f, sp);
-    for (int k = 0; k < n; k++)
-      Py_CLEAR(f->localsplus[k]);
-    if (f->owner != FRAME_OWNED_BY_THREAD)
-      continue; /* the rest is its generator's */
-    f->stacktop = 0;
-    Py_CLEAR(f->f_locals);
-    PyFrameObject *fo = f->frame_obj;
-    if (fo && Py_REFCNT(fo) > 1) {
-      in_use = 1; /* it outlives us, and reads f_code through this frame */
-    } else {
-      f->frame_obj = NULL;
-      Py_XDECREF(fo);
-      Py_CLEAR(f->f_func);
-      Py_CLEAR(f->f_code);
-    }
-  }
   st->abandoned = NULL;
   st->top_sp = NULL;
-  if (!in_use && st->root) {
+  cg_release_frames(top, sp, 0);
+  if (st->root) {
     cg_free_upper_chunks(st->datastack_chunk, st->root);
     PyMem_RawFree(st->root); /* moved to the heap by cg_pystate_orphan */
   }
