@@ -11,6 +11,11 @@
 #   aarch64     cross-built, run under qemu-user
 #   examples    every example program (they check their own results)
 #   python      the greenlet module for CPython 3.11 (scripts/test-python.sh --ci)
+#   pyversions  the module built and tested on each ~/.pyenv CPython 3.9+
+#               (scripts/test-python-versions.sh --no-debian; a version
+#               listed in scripts/python-versions-supported must pass)
+#   pyasan      the module and core under ASan + UBSan on Debian's 3.11
+#               (scripts/test-python-asan.sh: upstream suite, python/tests)
 # Run a subset: scripts/test.sh native asan
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +23,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh build test || exit 1
 
 JOBS=${JOBS:-2}
-ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples python)
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples python pyversions pyasan)
 STAGES=("${@:-${ALL[@]}}")
 declare -A RESULT TIME
 
@@ -96,6 +101,9 @@ stage_examples() {
 stage_python() {
   scripts/deps.sh python && make -s python && scripts/test-python.sh --ci
 }
+
+stage_pyversions() { scripts/test-python-versions.sh --no-debian; }
+stage_pyasan() { scripts/test-python-asan.sh; }
 
 fail=0
 for s in "${STAGES[@]}"; do

@@ -209,6 +209,12 @@ static inline PyFrameObject *cg_pystate_top(cg_pystate *st) {
  * stack of an untracked frame; of a tracked one, only the extent recorded
  * by switch() (frame_traverse visits the stack up to f_stacktop itself).
  * A frame suspended in a call keeps an unknown stack: 0.
+ * A caller below the top keeps the arguments of the call it is making on
+ * its stack until that returns (3.11 moves them into the callee), and
+ * they stay unseen: the bytecode at f_lasti would give their extent, but
+ * f_lasti still names the CALL while a finalizer, signal handler or
+ * tracer runs after the call popped them, and stale slots must never be
+ * visited.  (tests: test_frame_chains.py, the cycle-through-switch ones)
  */
 static inline int cg_frame_stack_slots(PyFrameObject *f, PyObject **top_sp,
                                        int tracked) {
