@@ -73,7 +73,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -162,6 +162,15 @@ bench-python: python
 bench-gevent: python
 	scripts/deps.sh python
 	$(PYTHON) bench/bench_gevent.py --python $(PYTHON) --build-dir build/python-$(PYVER)
+
+# Differential testing against Debian's stock greenlet: a fixed-seed batch
+# (python/tests runs it too), or an open-ended soak writing shrunk
+# reproducers of any divergence to build/difftest.
+difftest: python
+	$(PYTHON) python/difftest/difftest.py batch --build-dir build/python-$(PYVER)
+DIFFTEST_SECONDS ?= 600
+difftest-soak: python
+	$(PYTHON) python/difftest/difftest.py soak --seconds $(DIFFTEST_SECONDS) --build-dir build/python-$(PYVER)
 
 demo:
 	scripts/demo.sh

@@ -63,6 +63,7 @@ struct cg_thread {
   PyGreenlet *main;
   PyGreenlet *current; /* strong */
   PyGreenlet *origin;  /* greenlet the last switch left (strong, transient) */
+  PyGreenlet *via;     /* last greenlet an outcome passed unrun (trace_unrun) */
   PyObject *tracefunc;
   cg_impl *all;        /* list of this thread's greenlet objects */
   /* Switch slots. */
@@ -115,7 +116,7 @@ static cg_thread *thread_get(void) {
   if (!th)
     return NULL;
   th->tstate = ts;
-  th->main = th->current = th->origin = NULL;
+  th->main = th->current = th->origin = th->via = NULL;
   th->tracefunc = NULL;
   th->all = NULL;
   th->xfer_args = th->xfer_kwargs = NULL;
@@ -166,7 +167,7 @@ static void cg_thread_dealloc(cg_thread *th) {
     i->thread = NULL;
     /* One never switched to has no core yet: it may still start elsewhere
      * (if given a parent there). */
-    i->thread_gone = i->core != NULL || i->is_main;
+    i->thread_gone = (i->core && greenlet_started(i->core)) || i->is_main;
     if (i->core && !i->is_main)
       greenlet_destroy(i->core, GREENLET_DESTROY_DISCARD);
     i->core = NULL;
@@ -174,6 +175,7 @@ static void cg_thread_dealloc(cg_thread *th) {
   th->all = NULL;
   total_main_greenlets--;
   Py_CLEAR(th->origin);
+  Py_CLEAR(th->via);
   Py_CLEAR(th->current);
   Py_CLEAR(th->main);
   Py_CLEAR(th->tracefunc);
@@ -296,6 +298,32 @@ static int call_tracer(cg_thread *th, const char *event, PyGreenlet *origin,
   return 0;
 }
 
+/*
+ * Stock greenlet enters every unstarted greenlet an error reaches (dead ones
+ * are passed over): it dies there at once and passes the error on.  A
+ * tracer sees each of those visits; they are reported from here, and the
+ * last greenlet visited becomes the origin the receiver reports (th->via).
+ * from: where the error comes from; t: where it is sent.
+ */
+static int trace_unrun(cg_thread *th, PyGreenlet *from, PyGreenlet *t) {
+  if (!th->tracefunc)
+    return 0;
+  PyGreenlet *o = from;
+  for (;;) {
+    while (t && g_dead(t->pimpl))
+      t = t->pimpl->parent;
+    if (!t || g_started(t->pimpl))
+      break;
+    if (call_tracer(th, "throw", o, t) < 0)
+      return -1;
+    o = t;
+    t = t->pimpl->parent;
+  }
+  if (o != from)
+    Py_XSETREF(th->via, (PyGreenlet *)Py_NewRef(o));
+  return 0;
+}
+
 static PyObject *core_error(int rc) {
   if (rc == GREENLET_ENOMEM)
     return PyErr_NoMemory();
@@ -308,6 +336,30 @@ static PyObject *core_error(int rc) {
 }
 
 static int ensure_core(cg_thread *th, PyGreenlet *g);
+
+/* The thread an unstarted greenlet will start in, as stock greenlet decides
+ * it: that of the root of its parent chain (NULL if that thread is gone). */
+static cg_thread *chain_thread(PyGreenlet *g) {
+  while (!g->pimpl->core && !g->pimpl->is_main && !g->pimpl->thread_gone &&
+         g->pimpl->parent)
+    g = g->pimpl->parent;
+  return g->pimpl->thread_gone ? NULL : g->pimpl->thread;
+}
+
+/* Sets greenlet.error, as switching there would, unless g's chain_thread
+ * is th. */
+static int check_start_thread(cg_thread *th, PyGreenlet *g) {
+  cg_thread *gt = chain_thread(g);
+  if (gt == th)
+    return 0;
+  if (!gt)
+    PyErr_SetString(PyExc_GreenletError,
+                    "cannot switch to a different thread (which happens to "
+                    "have exited)");
+  else
+    PyErr_SetString(PyExc_GreenletError, "cannot switch to a different thread");
+  return -1;
+}
 
 /* Checks that target can be switched to from this thread.  An unstarted
  * greenlet belongs to the thread of its parent (checked at its start). */
@@ -350,9 +402,8 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status,
     /* An unstarted greenlet may have been given a parent of another thread
      * (even by that lookup); it can start only under one of this thread. */
     PyGreenlet *p = t->pimpl->parent;
-    if (p && p->pimpl->thread != th) {
+    if (p && check_start_thread(th, p) < 0) {
       slots_clear(th);
-      check_thread(th, p);
       return NULL;
     }
     if (ensure_core(th, t) < 0 || cg_pystate_prepare(&t->pimpl->st) < 0) {
@@ -376,9 +427,17 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status,
    * greenlet is kept alive only by its users (dropping it kills it). */
   PyGreenlet *self = th->current;
   cg_impl *me = self->pimpl;
+  if (status == GREENLET_ERROR && trace_unrun(th, self, target) < 0) {
+    slots_clear(th);
+    return NULL;
+  }
   /* Before the save: dropping the old origin may run Python code. */
   Py_INCREF(self);
   Py_XSETREF(th->origin, self);
+  if (th->via) { /* the tracer of the receiver reports it as the origin */
+    Py_XSETREF(th->origin, th->via);
+    th->via = NULL;
+  }
   cg_pystate_save(&me->st, ts, call_end);
   uint8_t tracing = cg_pystate_use_tracing(ts);
   /* To t, the Python-level resolution: the core's parent links can differ
@@ -402,7 +461,8 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status,
   }
   Py_INCREF(self);
   Py_XSETREF(th->current, self); /* may free (kill) the one we came from */
-  if (origin && origin != self && th->tracefunc &&
+  /* (Also for a switch to the current greenlet, as stock greenlet does.) */
+  if (origin && th->tracefunc &&
       call_tracer(th, rc == GREENLET_ERROR ? "throw" : "switch", origin,
                   self) < 0)
     Py_CLEAR(result);
@@ -469,6 +529,16 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
     PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);
     status = GREENLET_ERROR;
   }
+  /* The parent may have been set from another thread, where the core's
+   * could not follow: the outcome goes where the Python chain says. */
+  PyGreenlet *pp = me->parent;
+  if (pp && pp->pimpl->thread == th &&
+      (!pp->pimpl->core || greenlet_parent(me->core) != pp->pimpl->core)) {
+    if (ensure_core(th, pp) == 0)
+      greenlet_set_parent(me->core, pp->pimpl->core);
+    else
+      PyErr_Clear();
+  }
   /* The outcome starts an unstarted ancestor: its run is looked up here,
    * where Python code may run.  If that fails, the error goes past it to
    * its parent and it stays unstarted (as stock greenlet does). */
@@ -492,8 +562,16 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
         PyErr_Clear();
     }
   }
+  if (status == GREENLET_ERROR && trace_unrun(th, self, me->parent) < 0) {
+    slots_clear(th); /* the tracer's error replaces it */
+    PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);
+  }
   Py_INCREF(self);
   Py_XSETREF(th->origin, self); /* for the tracer of whoever resumes */
+  if (th->via) {
+    Py_XSETREF(th->origin, th->via);
+    th->via = NULL;
+  }
   cg_pystate_finish(&me->st, ts);
   /* The parent (or whoever the core resumes) takes th->current over. */
   return status;
@@ -546,10 +624,13 @@ static int ensure_core(cg_thread *th, PyGreenlet *g) {
   if (i->core)
     return 0;
   PyGreenlet *p = i->parent;
-  if (!p || p->pimpl->thread != th) {
-    check_thread(th, p ? p : g);
+  if (!p) {
+    if (check_thread(th, g) == 0)
+      PyErr_SetString(PyExc_GreenletError, "greenlet has no parent");
     return -1;
   }
+  if (check_start_thread(th, p) < 0)
+    return -1;
   if (ensure_core(th, p) < 0)
     return -1;
   greenlet_attr_t attr = {.stack_size = CG_STACK_SIZE,
@@ -667,6 +748,8 @@ static int kill_in_place(cg_thread *th, PyGreenlet *self) {
     Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(th->current));
   slots_clear(th);
   th->xfer_type = Py_NewRef(PyExc_GreenletExit);
+  th->xfer_value = PyUnicode_FromString(
+      "Killing the greenlet because all references have vanished.");
   PyObject *r = do_switch(th, self, GREENLET_ERROR, NULL);
   int ok = r != NULL;
   if (!r)
@@ -883,10 +966,13 @@ static PyObject *green_throw(PyGreenlet *self, PyObject *args) {
   if (!th)
     return NULL;
   process_deleteme(th);
-  if (check_thread(th, self) < 0)
-    return NULL;
+  /* The arguments first, as stock greenlet checks them. */
   if (throw_prepare(th, typ, val, tb) < 0)
     return NULL;
+  if (check_thread(th, self) < 0) {
+    slots_clear(th);
+    return NULL;
+  }
   int unstarted = !g_started(self->pimpl);
   if ((unstarted || g_dead(self->pimpl)) &&
       PyErr_GivenExceptionMatches(th->xfer_type, PyExc_GreenletExit)) {
@@ -900,6 +986,13 @@ static PyObject *green_throw(PyGreenlet *self, PyObject *args) {
         return NULL;
       }
       Py_DECREF(run);
+      /* Stock greenlet enters it to die: a tracer sees that. */
+      if (th->tracefunc &&
+          call_tracer(th, "throw", th->current, self) < 0) {
+        slots_clear(th);
+        return NULL;
+      }
+      Py_XSETREF(th->via, (PyGreenlet *)Py_NewRef(self));
       greenlet_kill(self->pimpl->core, NULL);
     }
     PyObject *v = th->xfer_value ? th->xfer_value : Py_None;
@@ -949,6 +1042,11 @@ static PyObject *green_getrun(PyGreenlet *self, void *c) {
 static int green_setrun(PyGreenlet *self, PyObject *value, void *c) {
   (void)c;
   cg_impl *i = self->pimpl;
+  if (i->is_main) {
+    PyErr_SetString(PyExc_AttributeError,
+                    "Main greenlets do not have a run attribute.");
+    return -1;
+  }
   if (g_started(i)) {
     PyErr_SetString(PyExc_AttributeError,
                     "run cannot be set after the start of the greenlet");
@@ -971,6 +1069,11 @@ static int green_setparent(PyGreenlet *self, PyObject *value, void *c) {
     PyErr_SetString(PyExc_AttributeError, "can't delete attribute");
     return -1;
   }
+  if (self->pimpl->is_main) { /* before the type check, as stock greenlet */
+    PyErr_SetString(PyExc_AttributeError,
+                    "cannot set the parent of a main greenlet");
+    return -1;
+  }
   if (!GREENLET_CHECK(value)) {
     PyErr_Format(PyExc_TypeError,
                  "GreenletChecker: Expected any type of greenlet, not %s",
@@ -979,17 +1082,19 @@ static int green_setparent(PyGreenlet *self, PyObject *value, void *c) {
   }
   PyGreenlet *p = (PyGreenlet *)value;
   cg_impl *i = self->pimpl;
-  if (i->is_main) {
-    PyErr_SetString(PyExc_AttributeError,
-                    "cannot set the parent of a main greenlet");
-    return -1;
-  }
   for (PyGreenlet *q = p; q; q = q->pimpl->parent)
     if (q == self) {
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
       return -1;
     }
-  int same_thread = p->pimpl->thread && p->pimpl->thread == i->thread;
+  /* Same thread: the chains end in the same main greenlet (p may not have
+   * started; the thread may have exited), as stock greenlet decides it. */
+  PyGreenlet *rp = p, *rs = self;
+  while (rp->pimpl->parent)
+    rp = rp->pimpl->parent;
+  while (rs->pimpl->parent)
+    rs = rs->pimpl->parent;
+  int same_thread = rp == rs;
   if (!same_thread && g_started(i)) {
     PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
     return -1;
@@ -1071,8 +1176,11 @@ static PyObject *green_getframe(PyGreenlet *self, void *c) {
   cg_thread *th = cg_tls;
   if (i->dead_frame)
     return Py_NewRef(i->dead_frame);
-  if (!g_active(i) || i->is_main || !th || i->thread != th ||
-      th->current == self)
+  /* Also of another (live) thread's greenlet, suspended there (as stock
+   * greenlet shows it): that thread waits for the GIL, and the frames are
+   * only read here. */
+  if (!g_active(i) || !th || !i->thread || i->thread_gone ||
+      i->thread->current == self)
     Py_RETURN_NONE;
   return cg_pystate_frame(&i->st, th->tstate);
 }

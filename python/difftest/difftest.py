@@ -1,0 +1,730 @@
+#!/usr/bin/env python3
+"""Differential testing: random greenlet programs run under Debian's stock
+greenlet 2.0.2 and under cgreenlet's module, in separate processes, and
+their observable traces compared.
+
+    difftest.py batch [--seed 1] [--count 2000] [--build-dir DIR] [--out DIR]
+    difftest.py soak [--seconds 600] [--build-dir DIR] [--out DIR]
+    difftest.py replay FILE [--build-dir DIR]      (one program, both traces)
+
+`batch` runs a fixed-seed set of programs (the test suite runs it) and exits
+1 if any diverges; `soak` runs fresh seeds until the time is up.  Both write
+each diverging program, shrunk to a minimal reproducer, to --out
+(build/difftest by default) as JSON, with both traces; `replay` reruns one.
+
+A program is a list of steps [thread, op, args...], run in lock step: a step
+is executed by whichever greenlet is current in its thread, so switches
+happen from inside greenlets, however deep.  Every greenlet runs the same
+interpreter loop (`body`); only one thread runs at a time, so traces are
+deterministic.  What is compared: each step's outcome (values returned,
+exception type and message), greenlets starting and exiting, tracing
+events, states seen by queries.  What is not: ids, addresses, _stack_saved,
+timings.  Known, documented differences are avoided by construction:
+programs never build a reference cycle through a suspended greenlet (stock
+never collects those; cgreenlet does, docs/python.md).
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+STOCK_PYTHON = "/usr/bin/python3"
+SLOTS = 6          # greenlet table size
+THREADS = 3        # thread 0 is the main thread
+STEP_TIMEOUT = 5  # seconds per program before the executor gives up
+
+# ---------------------------------------------------------------- generator
+
+VALUES = [0, 1, 7, -3, "s", "", None, (1, 2), [4], {"k": 1}]
+THROWS = ["GreenletExit", "ValueError", "UserError", "default", "class",
+          "instance_tb", "bad_type", "bad_tb", "KeyboardInterrupt"]
+RAISES = ["ValueError", "UserError", "GreenletExit", "KeyError"]
+
+
+def gen_program(rng):
+    """A random program (list of steps) from a random.Random."""
+    steps = []
+    alive = {0}
+    n = rng.randint(4, 60)
+    for _ in range(n):
+        t = rng.choice(sorted(alive))
+        r = rng.random()
+        k = rng.randrange(SLOTS)
+        j = rng.randrange(SLOTS)
+        if r < 0.16:
+            steps.append([t, "new", k, rng.choice([None, None, j])])
+        elif r < 0.36:
+            a = rng.random()
+            if a < 0.6:
+                args = [rng.choice(VALUES)]
+            elif a < 0.75:
+                args = []
+            else:
+                args = [rng.choice(VALUES), rng.choice(VALUES)]
+            kw = {"x": rng.choice(VALUES)} if rng.random() < 0.15 else {}
+            steps.append([t, "switch", k, args, kw])
+        elif r < 0.43:
+            steps.append([t, "throw", k, rng.choice(THROWS)])
+        elif r < 0.48:
+            steps.append([t, "setparent", k, rng.choice([j, j, None, "bad"])])
+        elif r < 0.55:
+            steps.append([t, "return", rng.choice(VALUES)])
+        elif r < 0.59:
+            steps.append([t, "raise", rng.choice(RAISES)])
+        elif r < 0.64:
+            steps.append([t, "drop", k])
+        elif r < 0.67:
+            steps.append([t, "gc"])
+        elif r < 0.70:
+            steps.append([t, "trace", rng.random() < 0.6])
+        elif r < 0.76:
+            steps.append([t, "query", k])
+        elif r < 0.79:
+            steps.append([t, "grabcur", k])
+        elif r < 0.82:
+            steps.append([t, "switchparent", rng.choice(VALUES)])
+        elif r < 0.84:
+            steps.append([t, "setrun", k])
+        elif r < 0.86:
+            steps.append([t, "grabparent", k, j])
+        elif r < 0.92:
+            free = [x for x in range(1, THREADS) if x not in alive]
+            if free:
+                u = rng.choice(free)
+                alive.add(u)
+                steps.append([t, "tstart", u])
+        else:
+            live = sorted(alive - {0})
+            if live:
+                u = rng.choice(live)
+                alive.discard(u)
+                steps.append([u, "texit"])
+    return steps
+
+
+# ---------------------------------------------------------------- executor
+
+EXECUTOR = r'''
+import gc, json, os, sys, threading, time, faulthandler
+impl, build_dir, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if impl == "ours":
+    sys.path.insert(0, build_dir)
+import greenlet
+from greenlet import greenlet as G, getcurrent, GreenletExit
+mine = getattr(greenlet._greenlet, "_cgreenlet_version", None) is not None
+if mine != (impl == "ours"):
+    sys.stderr.write("difftest: wanted %s greenlet, imported %s\n" % (impl, greenlet.__file__))
+    sys.exit(3)
+
+class UserError(Exception):
+    pass
+
+class ExitThread(BaseException):
+    """Unwinds a thread's greenlets up to its main greenlet (texit)."""
+
+class Prog:
+    pass
+
+P = Prog()
+
+def name(g):
+    if g is None:
+        return None
+    try:
+        n = g.__dict__.get("name")
+    except Exception as e:
+        return "?" + type(e).__name__
+    if n is None:
+        n = "main%d" % P.tindex.get(threading.get_ident(), -1) if g.parent is None else "anon"
+        try:
+            g.name = n
+        except Exception:
+            pass
+    return n
+
+def fmt(v):
+    if isinstance(v, G):
+        return "<%s>" % name(v)
+    if isinstance(v, tuple):
+        return "(" + ",".join(fmt(x) for x in v) + ")"
+    if isinstance(v, dict):
+        return "{" + ",".join("%s:%s" % (k, fmt(v[k])) for k in sorted(v)) + "}"
+    if isinstance(v, BaseException):
+        return "%s(%s)" % (type(v).__name__, ",".join(fmt(a) for a in v.args))
+    return repr(v)
+
+def err(e):
+    return "!%s: %s" % (type(e).__name__, e)
+
+def rec(*item):
+    P.trace.append([fmt(x) if not isinstance(x, str) else x for x in item])
+
+def tracer(event, args):
+    origin, target = args
+    rec("trace", event, name(origin), name(target))
+
+def new_body(slot):
+    def body(*args, **kwargs):
+        me = name(getcurrent())
+        rec("start", me, fmt(args), fmt(kwargs))
+        try:
+            return loop()
+        except GreenletExit as e:
+            rec("exit", me, fmt(e))
+            raise
+    return body
+
+def pass_baton():
+    """Skips steps of threads not running and wakes the waiters (call with
+    P.cond held, after giving up the turn)."""
+    while P.pc < len(P.steps) and P.steps[P.pc][0] not in P.alive:
+        P.trace.append(["skip", P.pc])
+        P.pc += 1
+    P.cond.notify_all()
+
+def next_step(t):
+    """Ends the turn of the calling thread, if it has it, and waits for a
+    step of thread t; None at the end of the program.  A thread has the
+    turn from taking a step until it comes back here (its greenlets may
+    switch, start, finish or die meanwhile): only one thread runs."""
+    me = threading.get_ident()
+    with P.cond:
+        if P.owner == me:
+            P.owner = None
+            pass_baton()
+        while True:
+            if P.pc >= len(P.steps):
+                return None
+            if P.owner is None and P.steps[P.pc][0] == t:
+                if P.joinme is not None and P.joinme is not threading.current_thread():
+                    P.joinme.join()
+                    P.joinme = None
+                    settle()
+                P.owner = me
+                s = P.steps[P.pc]
+                P.trace.append(["step", P.pc, name(getcurrent())])
+                P.pc += 1
+                return s
+            P.cond.wait()
+
+def slot(k):
+    g = P.tbl[k]
+    if g is None:
+        rec("noslot", k)
+    return g
+
+def loop():
+    t = P.tindex[threading.get_ident()]
+    while True:
+        s = next_step(t)
+        if s is None:
+            if getcurrent().parent is None:
+                return "end"
+            return "end"
+        r = do(t, s)
+        if r is not None:
+            return r[0]
+
+def do(t, s):
+    op, a = s[1], s[2:]
+    if op == "new":
+        k, p = a
+        kw = {}
+        if p is not None:
+            pg = P.tbl[p]
+            if pg is None:
+                rec("noslot", p)
+                return None
+            kw["parent"] = pg
+        try:
+            g = G(new_body(k), **kw)
+        except Exception as e:
+            rec("new", k, err(e))
+            return None
+        P.count += 1
+        g.name = "g%d" % P.count
+        P.tbl[k] = g
+        rec("new", k, name(g), name(g.parent))
+    elif op == "switch":
+        k, args, kw = a
+        g = slot(k)
+        if g is None:
+            return None
+        try:
+            r = g.switch(*args, **kw)
+        except ExitThread:
+            raise
+        except GreenletExit as e:
+            rec(op, err(e))
+            if getcurrent().parent is not None:
+                raise  # it dies (a greenlet refusing to die is not modelled)
+        except BaseException as e:
+            rec("switched", err(e))
+        else:
+            rec("switched", fmt(r))
+    elif op == "switchparent":
+        p = getcurrent().parent
+        if p is None:
+            rec("noparent")
+            return None
+        try:
+            r = p.switch(a[0])
+        except ExitThread:
+            raise
+        except GreenletExit as e:
+            rec(op, err(e))
+            if getcurrent().parent is not None:
+                raise  # it dies (a greenlet refusing to die is not modelled)
+        except BaseException as e:
+            rec("switched", err(e))
+        else:
+            rec("switched", fmt(r))
+    elif op == "throw":
+        k, kind = a
+        g = slot(k)
+        if g is None:
+            return None
+        try:
+            if kind == "default":
+                r = g.throw()
+            elif kind == "class":
+                r = g.throw(ValueError, "v")
+            elif kind == "instance_tb":
+                r = g.throw(UserError("u"), None, None)
+            elif kind == "bad_type":
+                r = g.throw(1)
+            elif kind == "bad_tb":
+                r = g.throw(ValueError, "v", 5)
+            elif kind == "GreenletExit":
+                r = g.throw(GreenletExit("bye"))
+            elif kind == "KeyboardInterrupt":
+                r = g.throw(KeyboardInterrupt)
+            else:
+                r = g.throw({"ValueError": ValueError, "UserError": UserError}[kind]("t"))
+        except ExitThread:
+            raise
+        except GreenletExit as e:
+            rec(op, err(e))
+            if getcurrent().parent is not None:
+                raise  # it dies (a greenlet refusing to die is not modelled)
+        except BaseException as e:
+            rec("thrown", err(e))
+        else:
+            rec("thrown", fmt(r))
+    elif op == "setparent":
+        k, p = a
+        g = slot(k)
+        if g is None:
+            return None
+        if p == "bad":
+            v = 42
+        elif p is None:
+            v = None
+        else:
+            v = P.tbl[p]
+            if v is None:
+                rec("noslot", p)
+                return None
+        try:
+            if v is None:
+                del g.parent
+            else:
+                g.parent = v
+        except Exception as e:
+            rec("setparent", err(e))
+        else:
+            rec("setparent", name(g.parent))
+    elif op == "return":
+        if getcurrent().parent is None:
+            rec("cantreturn")
+            return None
+        rec("return", fmt(a[0]))
+        return (a[0],)
+    elif op == "raise":
+        if getcurrent().parent is None:
+            rec("cantraise")
+            return None
+        rec("raise", a[0])
+        raise {"ValueError": ValueError, "UserError": UserError,
+               "GreenletExit": GreenletExit, "KeyError": KeyError}[a[0]]("r")
+    elif op == "drop":
+        k = a[0]
+        rec("drop", k, name(P.tbl[k]))
+        P.tbl[k] = None
+    elif op == "gc":
+        gc.collect()
+        rec("gc")
+    elif op == "trace":
+        prev = greenlet.settrace(tracer if a[0] else None)
+        rec("settrace", a[0], prev is not None)
+    elif op == "query":
+        g = slot(a[0])
+        if g is None:
+            return None
+        # (A greenlet whose thread exited keeps showing its frames here;
+        # stock greenlet shows None: docs/python.md.)
+        try:
+            fr = g.gr_frame is None if not g.dead else "-"
+        except Exception as e:
+            fr = err(e)
+        try:
+            cx = g.gr_context is None
+        except Exception as e:
+            cx = err(e)
+        rec("query", name(g), bool(g), g.dead, name(g.parent), fr,
+            g is getcurrent(), cx)
+    elif op == "grabcur":
+        P.tbl[a[0]] = getcurrent()
+        rec("grabcur", a[0], name(getcurrent()))
+    elif op == "grabparent":
+        k, j = a
+        g = slot(j)
+        if g is None:
+            return None
+        P.tbl[k] = g.parent
+        rec("grabparent", k, name(g.parent))
+    elif op == "setrun":
+        g = slot(a[0])
+        if g is None:
+            return None
+        try:
+            g.run = new_body(a[0])
+        except Exception as e:
+            rec("setrun", err(e))
+        else:
+            rec("setrun", "ok")
+    elif op == "tstart":
+        u = a[0]
+        if u in P.alive:
+            rec("tstart", u, "running")
+            return None
+        th = threading.Thread(target=thread_main, args=(u,))
+        P.alive.add(u)
+        P.threads[u] = th
+        rec("tstart", u)
+        th.start()
+    elif op == "texit":
+        rec("texit", t)
+        raise ExitThread()
+    else:
+        rec("badop", op)
+    return None
+
+def settle():
+    """Stock greenlet cleans up after a dead thread in a pending call, a
+    moment after the join (cgreenlet at once): wait until it has."""
+    t0 = time.time()
+    while any(not m.dead for m in P.tmains) and time.time() - t0 < 2:
+        time.sleep(0.0002)
+    P.tmains = [m for m in P.tmains if not m.dead]
+
+def thread_main(u):
+    P.tindex[threading.get_ident()] = u
+    me = getcurrent()
+    try:
+        loop()
+    except ExitThread:
+        pass
+    except BaseException as e:
+        rec("thread-escaped", u, err(e))
+    P.tmains.append(me)
+    del me
+    with P.cond:
+        P.alive.discard(u)
+        P.joinme = threading.current_thread()
+        if P.owner == threading.get_ident():
+            P.owner = None
+        pass_baton()
+
+def run_program(steps):
+    P.steps = [list(s) for s in steps]
+    # Threads still running at the end exit, in order, one at a time.
+    P.steps += [[u, "texit"] for u in range(1, 8)]
+    P.pc = 0
+    P.trace = []
+    P.tbl = [None] * 8
+    P.count = 0
+    P.alive = {0}
+    P.threads = {}
+    P.joinme = None
+    P.owner = None
+    P.tmains = []
+    P.cond = threading.Condition()
+    P.tindex = {threading.get_ident(): 0}
+    with P.cond:
+        pass_baton()
+    r = loop()
+    with P.cond:
+        P.owner = None
+    rec("mainend", fmt(r))
+    for th in P.threads.values():
+        th.join()
+    settle()
+    greenlet.settrace(None)
+    for k in range(len(P.tbl)):
+        if P.tbl[k] is not None:
+            rec("final", k, name(P.tbl[k]), P.tbl[k].dead)
+            P.tbl[k] = None
+    gc.collect()
+    rec("collected")
+    return P.trace
+
+def watchdog():
+    """A program that hangs (waiting for a step nobody will run) ends the
+    process with its trace so far; faulthandler is the backstop."""
+    while True:
+        ev.wait()
+        ev.clear()
+        if not done.wait(timeout):
+            sys.stderr.write("HANG " + json.dumps(P.trace[-12:]) + "\n")
+            sys.stderr.flush()
+            os._exit(4)
+
+ev, done = threading.Event(), threading.Event()
+threading.Thread(target=watchdog, daemon=True).start()
+for line in sys.stdin:
+    req = json.loads(line)
+    done.clear()
+    ev.set()
+    faulthandler.dump_traceback_later(timeout + 10, exit=True)
+    try:
+        trace = run_program(req["steps"])
+    except BaseException as e:
+        # Threads of this program may still wait: start a fresh process.
+        trace = P.trace + [["executor-error", err(e)]]
+        sys.stdout.write(json.dumps({"id": req["id"], "trace": trace}) + "\n")
+        sys.stdout.flush()
+        os._exit(5)
+    faulthandler.cancel_dump_traceback_later()
+    done.set()
+    sys.stdout.write(json.dumps({"id": req["id"], "trace": trace}) + "\n")
+    sys.stdout.flush()
+'''
+
+
+def executor_cmd(impl, build_dir):
+    py = STOCK_PYTHON
+    return [py, "-X", "faulthandler", "-c", EXECUTOR, impl, build_dir or "",
+            str(STEP_TIMEOUT)]
+
+
+def run_batch(impl, build_dir, programs):
+    """Traces of programs (list of (id, steps)) under impl: {id: trace}.
+    A crash or hang ends its process; the program it was in gets a CRASH
+    trace and the rest go on in a fresh process."""
+    out = {}
+    todo = list(programs)
+    while todo:
+        inp = "".join(json.dumps({"id": i, "steps": s}) + "\n" for i, s in todo)
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        p = subprocess.run(executor_cmd(impl, build_dir), input=inp, text=True,
+                           capture_output=True, env=env)
+        got = 0
+        for line in p.stdout.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                break
+            out[rec["id"]] = rec["trace"]
+            got += 1
+        if got == len(todo):
+            break
+        if p.returncode == 3:
+            raise SystemExit(p.stderr)
+        if p.returncode == 5 and got:  # asked for a fresh process
+            todo = todo[got:]
+            continue
+        i, _ = todo[got]
+        tail = p.stderr.strip().splitlines()[-6:]
+        out[i] = [["CRASH", p.returncode] + tail]
+        todo = todo[got + 1:]
+    return out
+
+
+# Where stock greenlet is the one that is wrong, the traces are compared up
+# to that point; each such case has a test pinning this module's behaviour.
+def stock_bug_at(trace):
+    """Index of the first trace item of ours that shows where stock greenlet
+    is wrong, else None.
+
+    A greenlet that ends by GreenletExit passes the exception object on as
+    its result; an unstarted parent starts with it.  Stock 2.0.2 hands the
+    exception object itself to run(*args) as if it were the argument tuple,
+    reading its fields as a tuple's (undefined behaviour: run gets no
+    arguments, and reference counts go wrong after).  Here run gets (exc,).
+    Pinned by python/tests/test_differential.py."""
+    for k, item in enumerate(trace):
+        if (item[0] == "start" and item[2].startswith("(GreenletExit(")
+                and item[2].endswith("))")):
+            return k
+    return None
+
+
+def same(a, b):
+    """Whether stock's trace a and ours b agree; from a known stock bug on,
+    they are not compared (its item itself must match what stock shows)."""
+    k = stock_bug_at(b)
+    if k is None:
+        return a == b
+    return a[:k] == b[:k] and len(a) > k and a[k][:2] == b[k][:2] and a[k][2] == "()"
+
+
+def both(progs, build_dir):
+    """Traces under stock and under ours, the two run at once."""
+    box = {}
+    t = threading.Thread(target=lambda: box.update(a=run_batch("stock", None, progs)))
+    t.start()
+    b = run_batch("ours", build_dir, progs)
+    t.join()
+    return box["a"], b
+
+
+def diverges(steps, build_dir):
+    a, b = both([(0, steps)], build_dir)
+    a, b = a[0], b[0]
+    return not same(a, b), a, b
+
+
+def shrink(steps, build_dir, budget=300):
+    """Delta debugging over the steps: a smallest program that still
+    diverges (within budget tries)."""
+    tries = 0
+    n = 2
+    while len(steps) >= 2 and tries < budget:
+        chunk = max(1, len(steps) // n)
+        reduced = False
+        for start in range(0, len(steps), chunk):
+            cand = steps[:start] + steps[start + chunk:]
+            tries += 1
+            if cand and diverges(cand, build_dir)[0]:
+                steps = cand
+                n = max(n - 1, 2)
+                reduced = True
+                break
+            if tries >= budget:
+                break
+        if not reduced:
+            if chunk == 1:
+                break
+            n = min(len(steps), n * 2)
+    # Single steps, once more.
+    i = 0
+    while i < len(steps) and tries < budget:
+        cand = steps[:i] + steps[i + 1:]
+        tries += 1
+        if cand and diverges(cand, build_dir)[0]:
+            steps = cand
+        else:
+            i += 1
+    return steps
+
+
+def first_difference(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def report(out_dir, name, steps, build_dir, do_shrink=True):
+    small = shrink(steps, build_dir) if do_shrink else steps
+    _, a, b = diverges(small, build_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name + ".json")
+    with open(path, "w") as f:
+        json.dump({"steps": small, "original_steps": len(steps),
+                   "stock": a, "ours": b}, f, indent=1)
+    i = first_difference(a, b)
+    print("DIVERGES: %s (%d steps, shrunk from %d) -> %s" % (name, len(small), len(steps), path))
+    print("  first difference at trace item %d:" % i)
+    print("    stock: %s" % (a[i] if i < len(a) else "<end>"))
+    print("    ours : %s" % (b[i] if i < len(b) else "<end>"))
+    return path
+
+
+def default_build_dir():
+    v = "%d.%d" % tuple(int(x) for x in subprocess.check_output(
+        [STOCK_PYTHON, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
+        text=True).split())
+    return os.path.join(ROOT, "build", "python-" + v)
+
+
+def compare(seed_base, count, build_dir, out_dir, shrink_max, chunk=250):
+    """Runs count programs from seed_base; returns the diverging ids."""
+    bad = []
+    stats = {"programs": 0, "steps": 0, "trace_items": 0}
+    for lo in range(0, count, chunk):
+        progs = [(i, gen_program(random.Random("%s-%d" % (seed_base, i))))
+                 for i in range(lo, min(count, lo + chunk))]
+        a, b = both(progs, build_dir)
+        for i, steps in progs:
+            stats["programs"] += 1
+            stats["steps"] += len(steps)
+            stats["trace_items"] += len(a[i])
+            if not same(a[i], b[i]):
+                bad.append((i, steps))
+    for n, (i, steps) in enumerate(bad):
+        report(out_dir, "seed-%s-%d" % (seed_base, i), steps, build_dir,
+               do_shrink=n < shrink_max)
+    return bad, stats
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("batch", "soak", "replay"):
+        s = sub.add_parser(name)
+        s.add_argument("--build-dir", default=None)
+        s.add_argument("--out", default=os.path.join(ROOT, "build", "difftest"))
+        if name == "batch":
+            s.add_argument("--seed", default="1")
+            s.add_argument("--count", type=int, default=2000)
+            s.add_argument("--shrink-max", type=int, default=5,
+                           help="shrink at most this many divergences")
+        if name == "soak":
+            s.add_argument("--seconds", type=float, default=600)
+        if name == "replay":
+            s.add_argument("file")
+    args = ap.parse_args()
+    build_dir = os.path.abspath(args.build_dir or default_build_dir())
+    if not os.path.isdir(os.path.join(build_dir, "greenlet")):
+        raise SystemExit("difftest: no greenlet module in %s (make python)" % build_dir)
+    t0 = time.time()
+    if args.cmd == "replay":
+        with open(args.file) as f:
+            steps = json.load(f)["steps"]
+        d, a, b = diverges(steps, build_dir)
+        for label, tr in (("stock", a), ("ours", b)):
+            print("== %s" % label)
+            for item in tr:
+                print("  ", item)
+        print("DIVERGES" if d else "same trace")
+        return 1 if d else 0
+    if args.cmd == "batch":
+        bad, st = compare(args.seed, args.count, build_dir, args.out, args.shrink_max)
+        print("difftest: %d programs (%d steps, %d trace items), seed %s: %d diverging, %.1fs"
+              % (st["programs"], st["steps"], st["trace_items"], args.seed, len(bad),
+                 time.time() - t0))
+        return 1 if bad else 0
+    # soak
+    total = nbad = 0
+    seed = int(time.time())
+    while time.time() - t0 < args.seconds:
+        bad, st = compare("soak%d" % seed, 500, build_dir, args.out, shrink_max=3)
+        total += st["programs"]
+        nbad += len(bad)
+        seed += 1
+        print("soak: %d programs, %d diverging, %.0fs" % (total, nbad, time.time() - t0),
+              flush=True)
+    return 1 if nbad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
