@@ -529,22 +529,22 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
     PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);
     status = GREENLET_ERROR;
   }
-  /* The parent may have been set from another thread, where the core's
-   * could not follow: the outcome goes where the Python chain says. */
-  PyGreenlet *pp = me->parent;
-  if (pp && pp->pimpl->thread == th &&
-      (!pp->pimpl->core || greenlet_parent(me->core) != pp->pimpl->core)) {
-    if (ensure_core(th, pp) == 0)
-      greenlet_set_parent(me->core, pp->pimpl->core);
+  /* The outcome goes to the first live ancestor on the Python chain: a
+   * parent set from another thread (here or higher up, even on a dead
+   * greenlet) was not followed by the core's links. */
+  PyGreenlet *t = me->parent;
+  while (t && g_dead(t->pimpl))
+    t = t->pimpl->parent;
+  if (t && chain_thread(t) == th &&
+      (!t->pimpl->core || greenlet_parent(me->core) != t->pimpl->core)) {
+    if (ensure_core(th, t) == 0)
+      greenlet_set_parent(me->core, t->pimpl->core);
     else
       PyErr_Clear();
   }
   /* The outcome starts an unstarted ancestor: its run is looked up here,
    * where Python code may run.  If that fails, the error goes past it to
    * its parent and it stays unstarted (as stock greenlet does). */
-  PyGreenlet *t = me->parent;
-  while (t && g_dead(t->pimpl))
-    t = t->pimpl->parent;
   if (status == GREENLET_OK && t && !g_started(t->pimpl) && t->pimpl->parent) {
     PyObject *trun = PyObject_GetAttr((PyObject *)t, str_run);
     if (trun && cg_pystate_prepare(&t->pimpl->st) < 0)
