@@ -198,6 +198,9 @@ static void thread_exit(void *arg) {
     greenlet_t *g = ts->live;
     live_unlink(ts, g);
     greenlet__pool_retire(&ts->pool, &g->stack);
+#ifdef GREENLET_ASAN
+    greenlet__asan_drop_fake_stack(&g->asan_fake); /* it never runs again */
+#endif
     tsan_release_fiber(g);
     g->state = GREENLET__DEAD;
   }
@@ -544,6 +547,9 @@ int greenlet_destroy(greenlet_t *g, unsigned flags) {
       return GREENLET_EBUSY;
     live_unlink(ts, g);
     tsan_release_fiber(g);
+#ifdef GREENLET_ASAN
+    greenlet__asan_drop_fake_stack(&g->asan_fake); /* it never runs again */
+#endif
     greenlet__stack_put(&ts->pool, &g->stack);
     g->state = GREENLET__DEAD;
   } else if (g->state == GREENLET__UNSTARTED) {

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,16 +152,49 @@ static int stack_map(size_t size, greenlet__stack *out) {
   return 0;
 }
 
-/* Frames that never returned (the entry frame of a finished greenlet, all
+/*
+ * Frames that never returned (the entry frame of a finished greenlet, all
  * frames of a discarded one) leave ASan redzones poisoned; clear them before
- * the memory is reused or unmapped. */
-static void unpoison(greenlet__stack *st) {
+ * the memory is reused or unmapped.  __asan_unpoison_memory_region() memsets
+ * the shadow (an eighth of the range), which makes every shadow page of the
+ * range resident for good: 1 MiB per 8 MiB stack, kept after the stack is
+ * unmapped.  Zero shadow means addressable, so for the whole shadow pages the
+ * range covers, MADV_DONTNEED (which reads back as zeros) does the same and
+ * gives the pages back; only the partial pages at the ends are cleared.  As
+ * ASan itself does for large ranges (its clear_shadow_mmap_threshold), only
+ * past 64 KiB of shadow: below that a memset is cheaper than a syscall.
+ */
 #ifdef GREENLET_ASAN
-  __asan_unpoison_memory_region(st->lo, st->size);
-#else
-  (void)st;
-#endif
+#define SHADOW_RELEASE_MIN ((uintptr_t)64 * 1024)
+
+static void unpoison_range(char *lo, size_t size) {
+  size_t scale, off;
+  uintptr_t a = (uintptr_t)lo, e = a + size;
+  if (greenlet__asan_shadow_mapping(&scale, &off)) {
+    uintptr_t pg = page_size;
+    uintptr_t sb = (a >> scale) + off, se = (e >> scale) + off;
+    uintptr_t pb = (sb + pg - 1) & ~(pg - 1), pe = se & ~(pg - 1);
+    /* a and e are page aligned, so pb..pe maps back to whole granules. */
+    if (pe > pb && pe - pb >= SHADOW_RELEASE_MIN &&
+        madvise((void *)pb, pe - pb, MADV_DONTNEED) == 0) {
+      uintptr_t ab = (pb - off) << scale, ae = (pe - off) << scale;
+      if (ab > a)
+        __asan_unpoison_memory_region(lo, ab - a);
+      if (e > ae)
+        __asan_unpoison_memory_region((void *)ae, e - ae);
+      return;
+    }
+  }
+  __asan_unpoison_memory_region(lo, size);
 }
+#else
+static void unpoison_range(char *lo, size_t size) {
+  (void)lo;
+  (void)size;
+}
+#endif
+
+static void unpoison(greenlet__stack *st) { unpoison_range(st->lo, st->size); }
 
 void greenlet__stack_unmap(greenlet__stack *st) {
   if (!st->base)
@@ -189,29 +223,7 @@ static int spill_push(greenlet__pool *pool, const greenlet__stack *st) {
   return list_push(&pool->spill, &pool->nspill, &pool->capspill, st);
 }
 
-/*
- * Giving pages back (MADV_DONTNEED) is the slow part of releasing a stack:
- * a syscall plus a page-table walk and TLB work per touched page, tens of
- * microseconds on some VMs.  With madvise guards, stacks that fall out of a
- * full pool therefore go to a process-wide purger thread: it gives their
- * pages back off the releasing thread's path and lists them as clean, for
- * any thread to reuse.  A stack asked for before its turn comes is taken
- * back from the dirty list, pages and all.  CGREENLET_PURGE=sync (or a
- * failure to start the thread) gives pages back inline instead.
- */
-static struct {
-  pthread_mutex_t lock;
-  pthread_cond_t wake, idle;
-  greenlet__stack *dirty, *clean;
-  size_t ndirty, capdirty, nclean, capclean;
-  int state;    /* 0: not started, 1: running, -1: inline (sync) */
-  int sleeping; /* the purger waits for work (wake it: a syscall) */
-  int busy;     /* the purger holds a batch */
-} purge = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-           PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, 0};
-
-
-/* Takes a stack of `size` from list, if any (caller holds purge.lock). */
+/* Takes a stack of `size` from list, if any. */
 static int list_take(greenlet__stack *list, size_t *n, size_t size,
                      greenlet__stack *out) {
   for (size_t i = *n; i-- > 0;) {
@@ -224,44 +236,151 @@ static int list_take(greenlet__stack *list, size_t *n, size_t size,
   return 0;
 }
 
+/*
+ * Giving pages back (MADV_DONTNEED) is the slow part of releasing a stack:
+ * a syscall plus a page-table walk and TLB work per touched page, tens of
+ * microseconds on some VMs.  With madvise guards, stacks that fall out of a
+ * full pool therefore go to a process-wide purger thread: it gives their
+ * pages back off the releasing thread's path and lists them as clean, for
+ * any thread to reuse.  A stack asked for before its turn comes is taken
+ * back from the dirty list, pages and all.  CGREENLET_PURGE=sync (or a
+ * failure to start the thread) gives pages back inline instead.
+ *
+ * Each stack the purger holds remembers the pool that released it (its
+ * owner; pool->npurge counts them): when that thread exits, it unmaps those,
+ * and only those (plus free neighbours, see purge_neighbours), so an exit
+ * costs what the thread itself released, and the stacks of other threads
+ * stay for reuse.
+ */
+typedef struct purge_item {
+  greenlet__stack st;
+  greenlet__pool *owner;
+} purge_item;
+
+/* v[head .. n) are the items: the purger takes the oldest from the head. */
+typedef struct purge_list {
+  purge_item *v;
+  size_t head, n, cap;
+} purge_list;
+
+/* At most this many stacks per batch: a thread that exits while the purger
+ * holds stacks of its own waits for one batch, not for a long list. */
+#define PURGE_BATCH 64
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t wake, idle;
+  purge_list dirty, clean;
+  unsigned long batches; /* batches done */
+  int state;             /* 0: not started, 1: running, -1: inline (sync) */
+  int sleeping;          /* the purger waits for work (wake it: a syscall) */
+  int busy;              /* the purger holds a batch */
+} purge = {.lock = PTHREAD_MUTEX_INITIALIZER,
+           .wake = PTHREAD_COND_INITIALIZER,
+           .idle = PTHREAD_COND_INITIALIZER};
+
+/* pool->npurge changes under purge.lock, from any thread (whoever takes
+ * the stack); atomic so that its owner may read it without the lock. */
+static void npurge_add(greenlet__pool *pool, int d) {
+  if (pool && d > 0)
+    __atomic_add_fetch(&pool->npurge, 1, __ATOMIC_RELAXED);
+  else if (pool)
+    __atomic_sub_fetch(&pool->npurge, 1, __ATOMIC_RELAXED);
+}
+
+/* The caller holds purge.lock for all of these. */
+static int items_push(purge_list *l, const greenlet__stack *st,
+                      greenlet__pool *owner) {
+  if (l->n == l->cap) {
+    if (l->head >= l->n / 2 && l->head > 0) {
+      /* At least half of it is taken: slide down (amortised O(1)). */
+      memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof *l->v);
+      l->n -= l->head;
+      l->head = 0;
+    } else {
+      size_t c = l->cap ? 2 * l->cap : 256;
+      purge_item *p = realloc(l->v, c * sizeof *p);
+      if (!p)
+        return -1;
+      l->v = p;
+      l->cap = c;
+    }
+  }
+  l->v[l->n].st = *st;
+  l->v[l->n].owner = owner;
+  l->n++;
+  return 0;
+}
+
+static void items_removed(purge_list *l) {
+  if (l->head == l->n)
+    l->head = l->n = 0;
+}
+
+/* The newest stack of `size` in l, if any. */
+static int items_take(purge_list *l, size_t size, greenlet__stack *out) {
+  for (size_t i = l->n; i-- > l->head;) {
+    if (l->v[i].st.size == size) {
+      *out = l->v[i].st;
+      npurge_add(l->v[i].owner, -1);
+      l->v[i] = l->v[--l->n];
+      items_removed(l);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Drops the items taken out (their base set to NULL). */
+static void items_compact(purge_list *l) {
+  size_t w = l->head;
+  for (size_t i = l->head; i < l->n; i++)
+    if (l->v[i].st.base)
+      l->v[w++] = l->v[i];
+  l->n = w;
+  items_removed(l);
+}
+
 static void *purger(void *arg) {
   (void)arg;
-  greenlet__stack *batch = NULL;
-  size_t nbatch = 0, capbatch = 0;
+  purge_item batch[PURGE_BATCH];
   pthread_mutex_lock(&purge.lock);
   for (;;) {
-    while (purge.ndirty == 0) {
+    while (purge.dirty.n == purge.dirty.head) {
       purge.sleeping = 1;
       pthread_cond_wait(&purge.wake, &purge.lock);
       purge.sleeping = 0;
     }
-    /* Swap the dirty list out: releasers go on while this one works. */
-    greenlet__stack *t = purge.dirty;
-    size_t tc = purge.capdirty;
-    purge.dirty = batch;
-    purge.capdirty = capbatch;
-    batch = t;
-    capbatch = tc;
-    nbatch = purge.ndirty;
-    purge.ndirty = 0;
+    /* The oldest first: the newest are the likeliest to be taken back. */
+    size_t n = purge.dirty.n - purge.dirty.head;
+    if (n > PURGE_BATCH)
+      n = PURGE_BATCH;
+    memcpy(batch, purge.dirty.v + purge.dirty.head, n * sizeof batch[0]);
+    purge.dirty.head += n;
+    items_removed(&purge.dirty);
     purge.busy = 1;
     pthread_mutex_unlock(&purge.lock);
-    for (size_t i = 0; i < nbatch; i++) {
-      madvise(batch[i].lo, batch[i].size, MADV_DONTNEED);
-      batch[i].cold = 1;
+    for (size_t i = 0; i < n; i++) {
+      madvise(batch[i].st.lo, batch[i].st.size, MADV_DONTNEED);
+      batch[i].st.cold = 1;
     }
     pthread_mutex_lock(&purge.lock);
-    for (size_t i = 0; i < nbatch; i++)
-      if (list_push(&purge.clean, &purge.nclean, &purge.capclean, &batch[i]))
-        greenlet__stack_unmap(&batch[i]); /* no memory: let it go */
+    for (size_t i = 0; i < n; i++) {
+      if (items_push(&purge.clean, &batch[i].st, batch[i].owner) != 0) {
+        greenlet__stack_unmap(&batch[i].st); /* no memory: let it go */
+        npurge_add(batch[i].owner, -1);
+      }
+    }
     purge.busy = 0;
+    purge.batches++;
     pthread_cond_broadcast(&purge.idle);
   }
   return NULL;
 }
 
 /* fork(): the child has no purger thread (the next release starts one), and
- * must not inherit the lock held. */
+ * must not inherit the lock held.  A batch the purger held is lost to the
+ * child (address space only: its pages were being given back). */
 static void purge_prefork(void) { pthread_mutex_lock(&purge.lock); }
 static void purge_postfork_parent(void) { pthread_mutex_unlock(&purge.lock); }
 static void purge_postfork_child(void) {
@@ -282,8 +401,9 @@ static void purge_init(void) {
     pthread_atfork(purge_prefork, purge_postfork_parent, purge_postfork_child);
 }
 
-/* Queues a stack for the purger.  0, or -1: give its pages back inline. */
-static int purge_push(const greenlet__stack *st) {
+/* Queues a stack released by `pool` for the purger.  0, or -1: give its
+ * pages back inline. */
+static int purge_push(greenlet__pool *pool, const greenlet__stack *st) {
   pthread_once(&purge_once, purge_init);
   if (__atomic_load_n(&purge.state, __ATOMIC_ACQUIRE) < 0)
     return -1;
@@ -306,9 +426,9 @@ static int purge_push(const greenlet__stack *st) {
     __atomic_store_n(&purge.state, ok ? 1 : -1, __ATOMIC_RELEASE);
   }
   int rc = -1;
-  if (purge.state == 1 &&
-      list_push(&purge.dirty, &purge.ndirty, &purge.capdirty, st) == 0) {
+  if (purge.state == 1 && items_push(&purge.dirty, st, pool) == 0) {
     rc = 0;
+    npurge_add(pool, 1);
     if (purge.sleeping)
       pthread_cond_signal(&purge.wake);
   }
@@ -322,8 +442,8 @@ static int purge_take(size_t size, greenlet__stack *out) {
   if (__atomic_load_n(&purge.state, __ATOMIC_ACQUIRE) <= 0)
     return 0; /* nothing was ever queued */
   pthread_mutex_lock(&purge.lock);
-  int got = list_take(purge.clean, &purge.nclean, size, out) ||
-            list_take(purge.dirty, &purge.ndirty, size, out);
+  int got = items_take(&purge.clean, size, out) ||
+            items_take(&purge.dirty, size, out);
   pthread_mutex_unlock(&purge.lock);
   return got;
 }
@@ -358,7 +478,7 @@ void greenlet__stack_put(greenlet__pool *pool, greenlet__stack *st) {
      * stack.h): with madvise guards keep the address space, not the pages. */
     if (guard_mode == GUARD_MADVISE) {
       unpoison(st);
-      if (purge_push(st) == 0) {
+      if (purge_push(pool, st) == 0) {
         st->base = NULL;
         return;
       }
@@ -398,40 +518,172 @@ static int by_address(const void *a, const void *b) {
   return (x->base > y->base) - (x->base < y->base);
 }
 
-/* Moves every stack the purger holds to the pool's spill list (thread
- * exit: unmapped there with the thread's own), once its batch is done. */
-static void purge_drain(greenlet__pool *pool) {
-  if (__atomic_load_n(&purge.state, __ATOMIC_ACQUIRE) <= 0)
-    return;
-  pthread_mutex_lock(&purge.lock);
-  while (purge.busy)
-    pthread_cond_wait(&purge.idle, &purge.lock);
-  for (size_t i = 0; i < purge.ndirty; i++)
-    if (spill_push(pool, &purge.dirty[i]) != 0)
-      greenlet__stack_unmap(&purge.dirty[i]);
-  for (size_t i = 0; i < purge.nclean; i++)
-    if (spill_push(pool, &purge.clean[i]) != 0)
-      greenlet__stack_unmap(&purge.clean[i]);
-  purge.ndirty = purge.nclean = 0;
-  pthread_mutex_unlock(&purge.lock);
+/* Moves item i of l to the pool's spill list (caller holds purge.lock). */
+static void item_reclaim(greenlet__pool *pool, purge_list *l, size_t i) {
+  purge_item *it = &l->v[i];
+  npurge_add(it->owner, -1);
+  if (spill_push(pool, &it->st) == 0)
+    it->st.base = NULL;
+  else
+    greenlet__stack_unmap(&it->st); /* no memory: one by one then */
+}
+
+/* Afterwards no item names the pool (whose memory goes with its thread). */
+static void take_own(greenlet__pool *pool, purge_list *l) {
+  for (size_t i = l->head; i < l->n; i++)
+    if (l->v[i].owner == pool)
+      item_reclaim(pool, l, i);
+  items_compact(l);
+}
+
+/* Does [b, e) touch one of the stacks in sorted v[0 .. n)? */
+static int touches(const greenlet__stack *v, size_t n, const char *b,
+                   const char *e) {
+  size_t lo = 0, hi = n; /* first stack at or above b */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (v[mid].base < b)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return (lo < n && v[lo].base == e) ||
+         (lo > 0 && v[lo - 1].base + v[lo - 1].map_size == b);
+}
+
+typedef struct span {
+  char *base, *end;
+  purge_list *list; /* NULL: a stack of the exiting thread */
+  size_t index;
+} span;
+
+static int span_by_address(const void *a, const void *b) {
+  const span *x = a, *y = b;
+  return (x->base > y->base) - (x->base < y->base);
 }
 
 /*
- * Thread exit.  The stacks the purger holds go too: address space comes
- * back to the process when a thread ends, as it would without the purger.
+ * The exiting thread's stacks may sit next to free stacks of other threads
+ * in the purger's lists, all in one merged VMA.  Unmapping only its own
+ * would cut that VMA at each of them: with threads that shared stacks
+ * through the purger, a VMA per stack, the explosion stack.h is about.  So
+ * within each contiguous run of free stacks (the purger's and the thread's
+ * own), the purger's stacks that lie between two of the thread's own go too
+ * (their owners lose a spare, nothing else).  A run then loses one span and
+ * splits in two at most, so the VMAs left are bounded by the stacks in use,
+ * in private pools or in the purger's batch (which end runs), as when every
+ * thread exit emptied the purger; the free stacks at the ends of a run stay
+ * for reuse.  Caller holds purge.lock; the pool's spill list is sorted.
+ * Costs a pass over the purger's lists, and a sort only when one of its
+ * stacks touches one of ours.
+ */
+static void purge_neighbours(greenlet__pool *pool) {
+  purge_list *lists[2] = {&purge.clean, &purge.dirty};
+  size_t nown = pool->nspill, nfree = 0;
+  int touch = 0;
+  for (int k = 0; k < 2; k++) {
+    purge_list *l = lists[k];
+    nfree += l->n - l->head;
+    for (size_t i = l->head; i < l->n && !touch; i++)
+      touch = touches(pool->spill, nown, l->v[i].st.base,
+                      l->v[i].st.base + l->v[i].st.map_size);
+  }
+  if (!touch)
+    return;
+  span *s = malloc((nown + nfree) * sizeof *s);
+  if (!s)
+    return; /* no memory: leave them (fragmentation, not a failure) */
+  size_t n = 0;
+  for (size_t i = 0; i < nown; i++)
+    s[n++] = (span){pool->spill[i].base,
+                    pool->spill[i].base + pool->spill[i].map_size, NULL, i};
+  for (int k = 0; k < 2; k++)
+    for (size_t i = lists[k]->head; i < lists[k]->n; i++) {
+      const greenlet__stack *st = &lists[k]->v[i].st;
+      s[n++] = (span){st->base, st->base + st->map_size, lists[k], i};
+    }
+  qsort(s, n, sizeof *s, span_by_address);
+  size_t last = SIZE_MAX; /* the run's last own stack so far (or none) */
+  for (size_t i = 0; i < n; i++) {
+    if (i > 0 && s[i].base != s[i - 1].end)
+      last = SIZE_MAX; /* a new run */
+    if (s[i].list)
+      continue;
+    if (last != SIZE_MAX) /* own again: take what lies between */
+      for (size_t k = last + 1; k < i; k++)
+        item_reclaim(pool, s[k].list, s[k].index);
+    last = i;
+  }
+  free(s);
+  items_compact(&purge.clean);
+  items_compact(&purge.dirty);
+}
+
+/* Thread exit: moves to the pool's spill list the stacks it released to the
+ * purger, and those of the purger's lying between two of its own. */
+static void purge_reclaim(greenlet__pool *pool) {
+  if (__atomic_load_n(&purge.state, __ATOMIC_ACQUIRE) < 0)
+    return; /* inline mode: the purger never held anything */
+  if (pool->nspill == 0 &&
+      __atomic_load_n(&pool->npurge, __ATOMIC_RELAXED) == 0)
+    return; /* the common exit: nothing to look for (no lock taken) */
+  pthread_mutex_lock(&purge.lock);
+  if (pool->npurge > 0) {
+    take_own(pool, &purge.dirty);
+    take_own(pool, &purge.clean);
+    /* The rest is in the purger's batch (nothing of ours can join a later
+     * one): wait for that batch, then take them from the clean list. */
+    if (pool->npurge > 0 && purge.busy) {
+      unsigned long b = purge.batches;
+      while (purge.busy && purge.batches == b)
+        pthread_cond_wait(&purge.idle, &purge.lock);
+      take_own(pool, &purge.clean);
+    }
+    /* A batch lost to fork() leaves a count behind. */
+    __atomic_store_n(&pool->npurge, 0, __ATOMIC_RELAXED);
+  }
+  if (pool->nspill > 0 &&
+      purge.clean.n + purge.dirty.n > purge.clean.head + purge.dirty.head) {
+    if (pool->nspill > 1)
+      qsort(pool->spill, pool->nspill, sizeof *pool->spill, by_address);
+    purge_neighbours(pool);
+  }
+  pthread_mutex_unlock(&purge.lock);
+}
+
+/* Unmaps v[0 .. n), sorted by address, one munmap per contiguous run: fewer
+ * system calls and TLB shootdowns (most of an munmap's cost here). */
+static void unmap_sorted(greenlet__stack *v, size_t n) {
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    GREENLET__VALGRIND_STACK_DEREGISTER(v[i].vg_id);
+    while (j + 1 < n && v[j + 1].base == v[j].base + v[j].map_size) {
+      j++;
+      GREENLET__VALGRIND_STACK_DEREGISTER(v[j].vg_id);
+    }
+    size_t len = (size_t)(v[j].base - v[i].base) + v[j].map_size;
+    unpoison_range(v[i].base, len);
+    munmap(v[i].base, len);
+    i = j + 1;
+  }
+}
+
+/*
+ * Thread exit: unmaps the pool, the spill list (stacks of the thread's
+ * suspended greenlets included), and the stacks this thread released to
+ * the purger, lowest first and in contiguous runs.  Stacks other threads
+ * released stay with the purger for reuse.
  */
 void greenlet__pool_clear(greenlet__pool *pool) {
-  purge_drain(pool);
   while (pool->count > 0) {
     greenlet__stack *st = &pool->items[--pool->count];
     if (spill_push(pool, st) != 0)
       greenlet__stack_unmap(st);
   }
-  /* Lowest first: each unmap trims a merged VMA at its edge. */
+  purge_reclaim(pool);
   if (pool->nspill > 1)
     qsort(pool->spill, pool->nspill, sizeof *pool->spill, by_address);
-  for (size_t i = 0; i < pool->nspill; i++)
-    greenlet__stack_unmap(&pool->spill[i]);
+  unmap_sorted(pool->spill, pool->nspill);
   free(pool->spill);
   pool->spill = NULL;
   pool->nspill = pool->capspill = 0;

@@ -31,15 +31,21 @@ typedef struct greenlet__stack {
  * MADV_GUARD_INSTALL guards, neighbouring stacks share one VMA, and
  * unmapping one from the middle would split it: freed in a scattered order,
  * a few hundred thousand stacks would exhaust vm.max_map_count.  So in that
- * mode a stack released into a full pool is not unmapped but kept in
- * `spill`, pages given back; its address space is reused by later stacks
- * and unmapped, in address order, at thread exit.
+ * mode a stack released into a full pool is not unmapped but handed to the
+ * process-wide purger (stack.c), which gives its pages back and lets any
+ * thread reuse it, or, without the purger (CGREENLET_PURGE=sync), kept in
+ * `spill`, pages given back.  Its address space is reused by later stacks
+ * and unmapped at the exit of the thread that released it, in address
+ * order, one munmap per contiguous run, together with the purger's free
+ * stacks that lie between two of its own (so that the exit leaves no
+ * fragments behind; stacks other threads released otherwise stay).
  */
 typedef struct greenlet__pool {
   unsigned count;
   greenlet__stack items[GREENLET__POOL_MAX];
   greenlet__stack *spill;
   size_t nspill, capspill;
+  size_t npurge; /* stacks this pool released that the purger holds */
 } greenlet__pool;
 
 /* Rounds a requested usable size up to whole pages. */
@@ -63,7 +69,8 @@ greenlet__stack_unmap(greenlet__stack *st);
 __attribute__((visibility("hidden"))) void
 greenlet__pool_retire(greenlet__pool *pool, greenlet__stack *st);
 
-/* Unmaps every stack the pool holds, in address order (no VMA splits). */
+/* Thread exit: unmaps every stack the pool holds and those it released to
+ * the purger, in address order (no VMA splits). */
 __attribute__((visibility("hidden"))) void
 greenlet__pool_clear(greenlet__pool *pool);
 

@@ -1022,3 +1022,353 @@ Test(threads, concurrent_churn) {
     cr_assert_gt(s[i].refusals, 0, "thread %d", i);
   }
 }
+
+/* ======================================================================= */
+/* Thread exit after a mass free                                           */
+/* ======================================================================= */
+
+/* Stacks released past a full pool go to the process-wide purger (madvise
+ * guards); a thread's exit unmaps those it released, not other threads'. */
+
+static int mf_light(void) {
+  const char *e = getenv("CGREENLET_TEST_LIGHT");
+  return e && *e && *e != '0';
+}
+
+#ifdef CGREENLET_TEST_STANDALONE
+#define MF_SKIP(why)                                                           \
+  do {                                                                         \
+    printf("  skipped: %s\n", why);                                            \
+    return;                                                                    \
+  } while (0)
+#else
+#define MF_SKIP(why) cr_skip_test(why)
+#endif
+
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f)
+    return -1;
+  char line[256];
+  long kib = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+      break;
+  fclose(f);
+  return kib;
+}
+
+#define MF_MAX 4000
+#define MF_SLACK (16ll << 20) /* VmSize noise: heap growth, a thread cache */
+
+/* Mappings that are not stacks: ASan's allocator and thread records add a
+ * few dozen as the test goes, and so does Valgrind (mf_maps_slack). */
+#if defined(__SANITIZE_ADDRESS__)
+#define MF_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MF_ASAN 1
+#endif
+#endif
+#ifdef MF_ASAN
+#define MF_MAPS_SLACK 128
+#else
+#define MF_MAPS_SLACK 16
+#endif
+
+/* TSan keeps per-fiber state (hundreds of KiB) and caches it, which blurs
+ * VmSize at these counts (its run checks the locking, not the sizes), and
+ * qemu-user's own per-thread memory shows in VmSize. */
+static int mf_qemu(void) {
+  const char *e = getenv("CGREENLET_TEST_QEMU");
+  return e && *e && *e != '0';
+}
+#define MF_VM_MEANINGFUL (MAPS_MEANINGFUL && !mf_qemu())
+
+static long mf_maps_slack(void) {
+  return MF_MAPS_SLACK + (mf_light() ? 48 : 0);
+}
+
+/* Greenlets per thread: fewer under Valgrind, qemu, and TSan (whose fibers
+ * cost hundreds of KiB and many microseconds each). */
+static int mf_count(void) {
+  return mf_light() || !MAPS_MEANINGFUL ? 300 : MF_MAX;
+}
+
+#define MF_STACK_MAIN ((size_t)64 * 1024)
+#define MF_STACK_X ((size_t)96 * 1024) /* another size: not a reuse of ours */
+
+/* Writes a pattern over 2 KiB of its stack and parks; each resume answers
+ * whether the pattern is intact (a stack purged, unmapped or handed to
+ * another greenlet meanwhile would show), until killed. */
+static int mf_run(greenlet_t *self, void *arg, void **result) {
+  volatile unsigned char buf[2048];
+  unsigned char seed = (unsigned char)I(arg);
+  for (size_t i = 0; i < sizeof buf; i++)
+    buf[i] = (unsigned char)(seed + i * 7);
+  void *v = NULL;
+  int rc = greenlet_switch(greenlet_parent(self), NULL, &v);
+  while (rc == GREENLET_OK) {
+    int ok = 1;
+    for (size_t i = 0; i < sizeof buf; i++)
+      ok &= buf[i] == (unsigned char)(seed + i * 7);
+    rc = greenlet_switch(greenlet_parent(self), P(ok), &v);
+  }
+  *result = arg;
+  return GREENLET_OK;
+}
+
+/* Creates and parks g[from], g[from + step], ... below n. */
+static void mf_make(greenlet_t **g, int from, int step, int n, size_t stack) {
+  greenlet_attr_t attr = {stack, "mass", 0};
+  for (int i = from; i < n; i += step) {
+    TCHECK_RC(greenlet_create(&g[i], mf_run, NULL, &attr), 0);
+    TCHECK_RC(greenlet_switch(g[i], P(i), NULL), GREENLET_OK);
+  }
+}
+
+static void mf_check(greenlet_t **g, int from, int step, int n) {
+  for (int i = from; i < n; i += step) {
+    void *out = NULL;
+    TCHECK_RC(greenlet_switch(g[i], NULL, &out), GREENLET_OK);
+    TCHECK(out == P(1), "greenlet %d found its stack changed", i);
+  }
+}
+
+/* Kills and destroys them: their stacks go back to the library. */
+static void mf_free(greenlet_t **g, int from, int step, int n) {
+  for (int i = from; i < n; i += step) {
+    void *out = NULL;
+    TCHECK_RC(greenlet_kill(g[i], &out), GREENLET_OK);
+    TCHECK(out == P(i), "greenlet %d: kill result %ld", i, (long)I(out));
+    TCHECK_RC(greenlet_destroy(g[i], 0), 0);
+    g[i] = NULL;
+  }
+}
+
+typedef struct {
+  int n;
+  long long vm_parked;
+} mf_state;
+
+static void *mf_owner(void *arg) {
+  mf_state *s = arg;
+  static greenlet_t *g[MF_MAX];
+  mf_make(g, 0, 1, s->n, MF_STACK_X);
+  s->vm_parked = vm_size_bytes();
+  mf_check(g, 0, 1, s->n);
+  mf_free(g, 0, 1, s->n);
+  return NULL;
+}
+
+Test(threads, thread_exit_after_mass_free_unmaps_what_it_released) {
+  single_malloc_arena();
+  pthread_t t;
+  start_small_thread(&t, warm_up, NULL);
+  join_thread(t);
+  int n = mf_count();
+  long maps0 = map_count();
+
+  /* This thread releases n stacks first: past its pool they go to the
+   * purger, and must outlive the other thread's exit. */
+  static greenlet_t *mine[MF_MAX];
+  mf_make(mine, 0, 1, n, MF_STACK_MAIN);
+  mf_check(mine, 0, 1, n);
+  mf_free(mine, 0, 1, n);
+  ASSERT_NO_TFAIL();
+  long long vm_main = vm_size_bytes();
+
+  /* Another thread parks n greenlets, frees them all and exits. */
+  mf_state s = {n, 0};
+  start_small_thread(&t, mf_owner, &s);
+  join_thread(t);
+  ASSERT_NO_TFAIL();
+  long long vm_after = vm_size_bytes();
+  if (MF_VM_MEANINGFUL) {
+    cr_assert_geq(s.vm_parked - vm_main,
+                  (long long)n * (long long)MF_STACK_X * 9 / 10,
+                  "VmSize grew only %lld bytes with %d parked greenlets",
+                  s.vm_parked - vm_main, n);
+    cr_assert_leq(vm_after, vm_main + MF_SLACK,
+                  "VmSize %lld before the thread, %lld parked, %lld after its "
+                  "exit: its stacks were not unmapped",
+                  vm_main, s.vm_parked, vm_after);
+    cr_assert_geq(vm_after, vm_main - MF_SLACK,
+                  "VmSize %lld before the thread, %lld after its exit: "
+                  "stacks this thread released went with it",
+                  vm_main, vm_after);
+  }
+  /* With mprotect guards, each stack in our pool is two VMAs of its own. */
+  long pooled = strcmp(greenlet_guard_mode(), "madvise") == 0 ? 0 : 2 * 64;
+  if (MAPS_MEANINGFUL)
+    cr_assert_leq(map_count(), maps0 + pooled + mf_maps_slack(),
+                  "%ld mappings before, %ld after", maps0, map_count());
+
+  /* Ours are still there to reuse, and sound. */
+  mf_make(mine, 0, 1, n, MF_STACK_MAIN);
+  if (MF_VM_MEANINGFUL && strcmp(greenlet_guard_mode(), "madvise") == 0)
+    cr_assert_leq(vm_size_bytes(), vm_main + MF_SLACK,
+                  "VmSize %lld after reusing %d released stacks (%lld before)",
+                  vm_size_bytes(), n, vm_main);
+  mf_check(mine, 0, 1, n);
+  mf_free(mine, 0, 1, n);
+  ASSERT_NO_TFAIL();
+
+  /* And a thread can do it all again. */
+  start_small_thread(&t, mf_owner, &s);
+  join_thread(t);
+  ASSERT_NO_TFAIL();
+  if (MF_VM_MEANINGFUL)
+    cr_assert_leq(vm_size_bytes(), vm_main + MF_SLACK);
+}
+
+/*
+ * Two threads share stacks through the purger: X parks 2n greenlets and
+ * frees the odd ones, Y reuses those stacks and frees them (Y's now), then
+ * X frees the even ones and exits.  X's stacks alternate with Y's free ones:
+ * unmapping only X's would leave a VMA per stack of Y's.
+ */
+typedef struct {
+  int n;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int step;
+} sh_state;
+
+static void sh_wait(sh_state *s, int step) {
+  pthread_mutex_lock(&s->lock);
+  while (s->step < step)
+    pthread_cond_wait(&s->cond, &s->lock);
+  pthread_mutex_unlock(&s->lock);
+}
+
+static void sh_set(sh_state *s, int step) {
+  pthread_mutex_lock(&s->lock);
+  s->step = step;
+  pthread_cond_broadcast(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+}
+
+#define SH_STACK ((size_t)32 * 1024)
+
+static void *sh_x(void *arg) {
+  sh_state *s = arg;
+  static greenlet_t *g[2 * MF_MAX];
+  mf_make(g, 0, 1, 2 * s->n, SH_STACK);
+  mf_free(g, 1, 2, 2 * s->n);
+  sh_set(s, 1);
+  sh_wait(s, 2);
+  mf_check(g, 0, 2, 2 * s->n);
+  mf_free(g, 0, 2, 2 * s->n);
+  return NULL;
+}
+
+static void *sh_y(void *arg) {
+  sh_state *s = arg;
+  static greenlet_t *g[MF_MAX];
+  sh_wait(s, 1);
+  mf_make(g, 0, 1, s->n, SH_STACK);
+  mf_check(g, 0, 1, s->n);
+  mf_free(g, 0, 1, s->n);
+  sh_set(s, 2);
+  sh_wait(s, 3); /* exits after X */
+  return NULL;
+}
+
+Test(threads, thread_exit_leaves_no_fragments_among_shared_stacks) {
+  if (strcmp(greenlet_guard_mode(), "madvise") != 0)
+    MF_SKIP("mprotect guards: no purger, one VMA pair per stack anyway");
+  single_malloc_arena();
+  pthread_t x, y;
+  start_small_thread(&x, warm_up, NULL);
+  join_thread(x);
+  long maps0 = map_count();
+  long long vm0 = vm_size_bytes();
+  sh_state s = {mf_count() / 2, PTHREAD_MUTEX_INITIALIZER,
+                PTHREAD_COND_INITIALIZER, 0};
+  start_small_thread(&x, sh_x, &s);
+  start_small_thread(&y, sh_y, &s);
+  join_thread(x);
+  long maps_x = map_count();
+  long long vm_x = vm_size_bytes();
+  sh_set(&s, 3);
+  join_thread(y);
+  ASSERT_NO_TFAIL();
+  /* Runs of free stacks are cut only by stacks X may not unmap: Y's
+   * private pool (64) and the purger's batch (64); each run leaves two
+   * pieces at most.  Unmapping X's alone leaves about n. */
+  if (MAPS_MEANINGFUL)
+    cr_assert_leq(maps_x, maps0 + 2 * (64 + 64) + mf_maps_slack(),
+                  "%ld mappings before, %ld after X (%d stacks) exited", maps0,
+                  maps_x, 2 * s.n);
+  if (MF_VM_MEANINGFUL) {
+    /* Y's n stacks may stay (it lives on); X's n + 64 went. */
+    cr_assert_leq(vm_x - vm0,
+                  (long long)s.n * (long long)(SH_STACK + 16384) + MF_SLACK,
+                  "VmSize grew %lld bytes: X's stacks stayed", vm_x - vm0);
+    cr_assert_leq(vm_size_bytes(), vm0 + MF_SLACK,
+                  "VmSize %lld before, %lld after both threads exited", vm0,
+                  vm_size_bytes());
+  }
+  if (MAPS_MEANINGFUL)
+    cr_assert_leq(map_count(), maps0 + mf_maps_slack(),
+                  "%ld mappings before, %ld after both threads exited", maps0,
+                  map_count());
+}
+
+/* A deep frame (ASan puts redzones around the array) on each 8 MiB stack;
+ * releasing the stacks must leave nothing resident behind, ASan's shadow
+ * of them included (1 MiB a stack if it were cleared by memset). */
+#define BIG_N 256
+#define BIG_STACK ((size_t)8 * 1024 * 1024)
+
+static int big_frame_run(greenlet_t *self, void *arg, void **result) {
+  volatile char frame[48 * 1024];
+  for (size_t i = 0; i < sizeof frame; i += 512)
+    frame[i] = (char)i;
+  int rc = greenlet_switch(greenlet_parent(self), NULL, NULL);
+  *result = arg;
+  return rc == GREENLET_EXIT ? GREENLET_OK : GREENLET_ERROR;
+}
+
+static void *big_owner(void *arg) {
+  greenlet_t **g = arg;
+  greenlet_attr_t attr = {BIG_STACK, "big", 0};
+  for (int i = 0; i < BIG_N; i++) {
+    TCHECK_RC(greenlet_create(&g[i], big_frame_run, NULL, &attr), 0);
+    TCHECK_RC(greenlet_switch(g[i], P(i), NULL), GREENLET_OK);
+  }
+  /* Half finish (their stacks go back to the pool and the purger), half
+   * are left parked for the thread exit to unmap. */
+  for (int i = 0; i < BIG_N; i += 2) {
+    void *out = NULL;
+    TCHECK_RC(greenlet_kill(g[i], &out), GREENLET_OK);
+    TCHECK(out == P(i), "kill result");
+  }
+  return NULL;
+}
+
+Test(threads, released_big_stacks_leave_nothing_resident) {
+  if (mf_light() || mf_qemu())
+    MF_SKIP("CGREENLET_TEST_LIGHT / qemu-user");
+  if (!MAPS_MEANINGFUL)
+    MF_SKIP("ThreadSanitizer keeps its shadow of unmapped memory");
+  single_malloc_arena();
+  pthread_t t;
+  start_small_thread(&t, warm_up, NULL);
+  join_thread(t);
+  static greenlet_t *g[BIG_N];
+  long rss0 = rss_kib();
+  cr_assert_gt(rss0, 0, "cannot read VmRSS");
+  start_small_thread(&t, big_owner, g);
+  join_thread(t);
+  ASSERT_NO_TFAIL();
+  long grown = rss_kib() - rss0;
+  cr_assert_lt(grown, 64 * 1024,
+               "VmRSS grew %ld KiB after %d released %zu MiB stacks", grown,
+               BIG_N, BIG_STACK >> 20);
+  for (int i = 0; i < BIG_N; i++) {
+    cr_assert(greenlet_dead(g[i]));
+    EXPECT_RC(greenlet_destroy(g[i], 0), 0);
+  }
+}
