@@ -998,10 +998,14 @@ static PyObject *green_throw(PyGreenlet *self, PyObject *args) {
     PyObject *v = th->xfer_value ? th->xfer_value : Py_None;
     PyObject *args = PyTuple_Pack(1, v);
     slots_clear(th);
-    if (!args)
+    if (!args) {
+      Py_CLEAR(th->via);
       return NULL;
+    }
     th->xfer_args = args;
-    return do_switch(th, self, GREENLET_OK, NULL);
+    PyObject *r = do_switch(th, self, GREENLET_OK, NULL);
+    Py_CLEAR(th->via); /* (left set only if do_switch refused early) */
+    return r;
   }
   return do_switch(th, self, GREENLET_ERROR, NULL);
 }
