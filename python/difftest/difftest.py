@@ -231,6 +231,24 @@ def loop():
         if r is not None:
             return r[0]
 
+def resume(op, done, call):
+    """Records how call() (a switch or throw) came back: as done with its
+    value or the error it raised.  A GreenletExit is recorded under op and,
+    outside the main greenlet, re-raised so that the greenlet dies (a
+    greenlet refusing to die is not modelled)."""
+    try:
+        r = call()
+    except ExitThread:
+        raise
+    except GreenletExit as e:
+        rec(op, err(e))
+        if getcurrent().parent is not None:
+            raise
+    except BaseException as e:
+        rec(done, err(e))
+    else:
+        rec(done, fmt(r))
+
 def do(t, s):
     op, a = s[1], s[2:]
     if op == "new":
@@ -256,67 +274,36 @@ def do(t, s):
         g = slot(k)
         if g is None:
             return None
-        try:
-            r = g.switch(*args, **kw)
-        except ExitThread:
-            raise
-        except GreenletExit as e:
-            rec(op, err(e))
-            if getcurrent().parent is not None:
-                raise  # it dies (a greenlet refusing to die is not modelled)
-        except BaseException as e:
-            rec("switched", err(e))
-        else:
-            rec("switched", fmt(r))
+        resume(op, "switched", lambda: g.switch(*args, **kw))
     elif op == "switchparent":
         p = getcurrent().parent
         if p is None:
             rec("noparent")
             return None
-        try:
-            r = p.switch(a[0])
-        except ExitThread:
-            raise
-        except GreenletExit as e:
-            rec(op, err(e))
-            if getcurrent().parent is not None:
-                raise  # it dies (a greenlet refusing to die is not modelled)
-        except BaseException as e:
-            rec("switched", err(e))
-        else:
-            rec("switched", fmt(r))
+        resume(op, "switched", lambda: p.switch(a[0]))
     elif op == "throw":
         k, kind = a
         g = slot(k)
         if g is None:
             return None
-        try:
+        def throw():
             if kind == "default":
-                r = g.throw()
+                return g.throw()
             elif kind == "class":
-                r = g.throw(ValueError, "v")
+                return g.throw(ValueError, "v")
             elif kind == "instance_tb":
-                r = g.throw(UserError("u"), None, None)
+                return g.throw(UserError("u"), None, None)
             elif kind == "bad_type":
-                r = g.throw(1)
+                return g.throw(1)
             elif kind == "bad_tb":
-                r = g.throw(ValueError, "v", 5)
+                return g.throw(ValueError, "v", 5)
             elif kind == "GreenletExit":
-                r = g.throw(GreenletExit("bye"))
+                return g.throw(GreenletExit("bye"))
             elif kind == "KeyboardInterrupt":
-                r = g.throw(KeyboardInterrupt)
+                return g.throw(KeyboardInterrupt)
             else:
-                r = g.throw({"ValueError": ValueError, "UserError": UserError}[kind]("t"))
-        except ExitThread:
-            raise
-        except GreenletExit as e:
-            rec(op, err(e))
-            if getcurrent().parent is not None:
-                raise  # it dies (a greenlet refusing to die is not modelled)
-        except BaseException as e:
-            rec("thrown", err(e))
-        else:
-            rec("thrown", fmt(r))
+                return g.throw({"ValueError": ValueError, "UserError": UserError}[kind]("t"))
+        resume(op, "thrown", throw)
     elif op == "setparent":
         k, p = a
         g = slot(k)

@@ -346,19 +346,21 @@ static cg_thread *chain_thread(PyGreenlet *g) {
   return g->pimpl->thread_gone ? NULL : g->pimpl->thread;
 }
 
+/* Sets greenlet.error for a switch to another thread (gone: one that has
+ * exited) and returns -1. */
+static int thread_error(int gone) {
+  PyErr_SetString(PyExc_GreenletError,
+                  gone ? "cannot switch to a different thread (which happens "
+                         "to have exited)"
+                       : "cannot switch to a different thread");
+  return -1;
+}
+
 /* Sets greenlet.error, as switching there would, unless g's chain_thread
  * is th. */
 static int check_start_thread(cg_thread *th, PyGreenlet *g) {
   cg_thread *gt = chain_thread(g);
-  if (gt == th)
-    return 0;
-  if (!gt)
-    PyErr_SetString(PyExc_GreenletError,
-                    "cannot switch to a different thread (which happens to "
-                    "have exited)");
-  else
-    PyErr_SetString(PyExc_GreenletError, "cannot switch to a different thread");
-  return -1;
+  return gt == th ? 0 : thread_error(!gt);
 }
 
 /* Checks that target can be switched to from this thread.  An unstarted
@@ -367,13 +369,7 @@ static int check_thread(cg_thread *th, PyGreenlet *target) {
   cg_impl *i = target->pimpl;
   if (i->thread == th || (!i->core && !i->is_main && !i->thread_gone))
     return 0;
-  if (i->thread_gone || !i->thread)
-    PyErr_SetString(PyExc_GreenletError,
-                    "cannot switch to a different thread (which happens to "
-                    "have exited)");
-  else
-    PyErr_SetString(PyExc_GreenletError, "cannot switch to a different thread");
-  return -1;
+  return thread_error(i->thread_gone || !i->thread);
 }
 
 /*

@@ -289,12 +289,19 @@ def test_cycle_through_switch_arguments_collected(form):
     """The only reference to the holder (which holds the greenlet) is an
     argument of the switch() the greenlet is suspended in, on its frame's
     value stack: the collector must see it there (and nothing past it)."""
+    _assert_collected_through(lambda main: form(main, Holder(getcurrent())))
+
+
+def _assert_collected_through(body):
+    """Runs body(main) in a greenlet that it leaves suspended, drops the
+    greenlet, and checks that gc.collect() killed (finally ran) and freed
+    it."""
     main = getcurrent()
     log = []
 
     def run():
         try:
-            form(main, Holder(getcurrent()))
+            body(main)
         finally:
             log.append("finally")
 
@@ -333,22 +340,8 @@ def test_cycle_through_switch_arguments_in_top_frame(form):
     """As above, but the holder is made in the frame that calls switch(), so
     that no caller holds it: on every version the collector must find it on
     the top frame's value stack (3.9/3.10 included)."""
-    main = getcurrent()
-    log = []
-
-    def run():
-        try:
-            form(main, lambda: Holder(getcurrent()))
-        finally:
-            log.append("finally")
-
-    g = Greenlet(run)
-    g.switch()
-    ref = weakref.ref(g)
-    del g
-    gc.collect()
-    assert log == ["finally"]
-    assert ref() is None
+    _assert_collected_through(
+        lambda main: form(main, lambda: Holder(getcurrent())))
 
 
 def test_switch_with_unpacked_arguments_is_not_collected_but_killable():
