@@ -730,6 +730,31 @@ static int green_clear(PyGreenlet *self) {
 }
 
 /*
+ * Makes the core parent links of g's chain follow the Python ones, as far
+ * as both ends are this thread's and have a core.  A parent set from
+ * another thread changes only the Python link (the core belongs to its
+ * thread), and a stale core link can make a valid reparenting look cyclic
+ * to the core (kill_in_place).  A link that cannot be set yet (its stale
+ * ancestors form the cycle) is retried once those above it are fixed.
+ */
+static void sync_core_chain(cg_thread *th, PyGreenlet *g) {
+  int changed, failed;
+  do {
+    changed = failed = 0;
+    for (PyGreenlet *q = g; q && q->pimpl->parent; q = q->pimpl->parent) {
+      cg_impl *qi = q->pimpl, *pi = qi->parent->pimpl;
+      if (!qi->core || qi->thread != th || qi->thread_gone || !pi->core ||
+          pi->thread != th || greenlet_parent(qi->core) == pi->core)
+        continue;
+      if (greenlet_set_parent(qi->core, pi->core) == 0)
+        changed = 1;
+      else
+        failed = 1;
+    }
+  } while (failed && changed);
+}
+
+/*
  * Kills a suspended greenlet of this thread in place: GreenletExit thrown
  * into it, with the current greenlet as its parent so that it comes back
  * here.  Called with self kept alive by the caller.
@@ -739,6 +764,7 @@ static int kill_in_place(cg_thread *th, PyGreenlet *self) {
   PyObject *exc_t, *exc_v, *exc_tb;
   PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
   PyGreenlet *old_parent = (PyGreenlet *)Py_XNewRef(i->parent);
+  sync_core_chain(th, th->current);
   int rc = greenlet_set_parent(i->core, th->current->pimpl->core);
   if (rc == 0)
     Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(th->current));

@@ -41,6 +41,23 @@ def test_random_programs_match_stock(tmp_path):
     assert n == int(count)
 
 
+REGRESSIONS = os.path.join(os.path.dirname(HERE), "difftest", "regressions")
+
+
+@pytest.mark.skipif(not is_cgreenlet(), reason="compares cgreenlet with stock")
+@pytest.mark.skipif(not os.path.isdir(STOCK_DIR) or not _debian_python(),
+                    reason="needs Debian's python3 and python3-greenlet")
+@pytest.mark.parametrize("name", sorted(
+    f for f in os.listdir(REGRESSIONS) if f.endswith(".json")))
+def test_fixed_divergence_stays_fixed(name):
+    import greenlet
+    build_dir = os.path.dirname(os.path.dirname(os.path.abspath(greenlet.__file__)))
+    p = subprocess.run([DEBIAN_PYTHON, DIFFTEST, "replay", "--build-dir", build_dir,
+                        os.path.join(REGRESSIONS, name)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "same trace" in p.stdout, p.stdout + p.stderr
+
+
 def test_greenletexit_result_starts_parent_with_it():
     """A greenlet that ends by GreenletExit hands the exception object on as
     its result; an unstarted parent starts with run(exc).  (Stock 2.0.2
