@@ -28,6 +28,10 @@
  *   cg_pystate_fail_relocations(n)   test hook: the next n orphans cannot
  *                                    move their frames (as if out of
  *                                    memory); -1 if this version has none
+ *
+ * The 3.11 to 3.13 layers keep what they share (the root data-stack chunk,
+ * the frames of suspended and orphaned greenlets) in pystate_frames.h,
+ * which each includes after defining the few accessors it differs by.
  */
 #ifndef CGREENLET_PYSTATE_H
 #define CGREENLET_PYSTATE_H
