@@ -25,7 +25,7 @@ class BuildExt(build_ext):
 machine = platform.machine()
 switch = {"x86_64": "src/context_x86_64.S", "aarch64": "src/context_aarch64.S"}
 sources = ["python/src/greenlet_module.c", "src/greenlet.c", "src/stack.c",
-           "src/overflow.c"]
+           "src/overflow.c", "src/fault.c"]
 macros = []
 # Valgrind stack registration (a few instructions per stack outside
 # Valgrind), where its header is installed: Valgrind then knows each
@@ -50,7 +50,8 @@ setup(
             sources=sources,
             include_dirs=["include", "src", "python/src"],
             depends=["include/cgreenlet.h", "src/context.h", "src/internal.h",
-                     "src/sanitizer.h", "src/stack.h", "python/src/pystate.h",
+                     "src/sanitizer.h", "src/stack.h", "src/fault.h", "python/src/pystate.h",
+                     "python/src/pystate_frames.h",
                      "python/src/pystate_311.h", "python/src/pystate_39.h",
                      "python/src/pystate_310.h", "python/src/pycompat.h",
                      "python/src/pystate_312.h", "python/src/pystate_313.h"],

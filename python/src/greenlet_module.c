@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "cgreenlet.h"
+#include "fault.h"
 #include "pystate.h"
 
 #define CG_VERSION "0.1.0"
@@ -1385,6 +1386,87 @@ static PyObject *mod_fail_orphan_relocations(PyObject *m, PyObject *n) {
   Py_RETURN_NONE;
 }
 
+/*
+ * Test hooks for allocation-failure injection (python/tests/test_faults.py):
+ * CPython's three allocator domains are wrapped so that their allocations
+ * count in the core's fault sequence (src/fault.h) and the chosen one
+ * fails.  Frees and failed-over reallocs go to the saved allocators.
+ */
+static struct fault_domain {
+  PyMemAllocatorDomain domain;
+  PyMemAllocatorEx saved;
+  int hooked;
+} fault_domains[3] = {
+    {PYMEM_DOMAIN_RAW, {0}, 0},
+    {PYMEM_DOMAIN_MEM, {0}, 0},
+    {PYMEM_DOMAIN_OBJ, {0}, 0},
+};
+
+static void *fault_malloc(void *ctx, size_t size) {
+  struct fault_domain *d = ctx;
+  return greenlet__fault_hit() ? NULL : d->saved.malloc(d->saved.ctx, size);
+}
+
+static void *fault_calloc(void *ctx, size_t n, size_t size) {
+  struct fault_domain *d = ctx;
+  return greenlet__fault_hit() ? NULL
+                               : d->saved.calloc(d->saved.ctx, n, size);
+}
+
+static void *fault_realloc(void *ctx, void *ptr, size_t size) {
+  struct fault_domain *d = ctx;
+  return greenlet__fault_hit() ? NULL
+                               : d->saved.realloc(d->saved.ctx, ptr, size);
+}
+
+static void fault_free(void *ctx, void *ptr) {
+  struct fault_domain *d = ctx;
+  d->saved.free(d->saved.ctx, ptr);
+}
+
+static void fault_unhook(void) {
+  for (int k = 0; k < 3; k++)
+    if (fault_domains[k].hooked) {
+      PyMem_SetAllocator(fault_domains[k].domain, &fault_domains[k].saved);
+      fault_domains[k].hooked = 0;
+    }
+}
+
+/* _cgreenlet_fault_arm(n): the n-th allocation from now (CPython's or the
+ * core's, any thread) fails. */
+static PyObject *mod_fault_arm(PyObject *m, PyObject *arg) {
+  (void)m;
+  long n = PyLong_AsLong(arg);
+  if (n == -1 && PyErr_Occurred())
+    return NULL;
+  if (n < 0) {
+    PyErr_SetString(PyExc_ValueError, "n must be >= 0");
+    return NULL;
+  }
+  greenlet__fault_disarm(NULL);
+  fault_unhook();
+  for (int k = 0; k < 3; k++) {
+    struct fault_domain *d = &fault_domains[k];
+    PyMem_GetAllocator(d->domain, &d->saved);
+    PyMemAllocatorEx hook = {d, fault_malloc, fault_calloc, fault_realloc,
+                             fault_free};
+    PyMem_SetAllocator(d->domain, &hook);
+    d->hooked = 1;
+  }
+  greenlet__fault_arm(n);
+  Py_RETURN_NONE;
+}
+
+/* _cgreenlet_fault_disarm() -> (allocations counted, fault injected). */
+static PyObject *mod_fault_disarm(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  int fired;
+  long seen = greenlet__fault_disarm(&fired);
+  fault_unhook();
+  return Py_BuildValue("(lO)", seen, fired ? Py_True : Py_False);
+}
+
 static PyObject *mod_enable_optional_cleanup(PyObject *m, PyObject *flag) {
   (void)m;
   (void)flag;
@@ -1411,6 +1493,8 @@ static PyMethodDef mod_methods[] = {
     {"set_thread_local", mod_set_thread_local, METH_VARARGS, NULL},
     {"enable_optional_cleanup", mod_enable_optional_cleanup, METH_O, NULL},
     {"_fail_orphan_relocations", mod_fail_orphan_relocations, METH_O, NULL},
+    {"_cgreenlet_fault_arm", mod_fault_arm, METH_O, NULL},
+    {"_cgreenlet_fault_disarm", mod_fault_disarm, METH_NOARGS, NULL},
     {"get_clocks_used_doing_optional_cleanup", mod_get_clocks_used, METH_NOARGS,
      NULL},
     {NULL, NULL, 0, NULL}};
