@@ -73,7 +73,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -162,6 +162,14 @@ bench-python: python
 bench-gevent: python
 	scripts/deps.sh python
 	$(PYTHON) bench/bench_gevent.py --python $(PYTHON) --build-dir build/python-$(PYVER)
+
+# The benchmark report: the C core against Boost.Context and the Python
+# module against Debian's stock greenlet, tables and plots written to
+# docs/benchmarks.md and docs/img/ (Debian's python3: its matplotlib and
+# stock greenlet).
+bench-report:
+	scripts/deps.sh build bench python
+	/usr/bin/python3 bench/report.py
 
 # Differential testing against Debian's stock greenlet: a fixed-seed batch
 # (python/tests runs it too), or an open-ended soak writing shrunk

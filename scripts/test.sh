@@ -16,6 +16,8 @@
 #               listed in scripts/python-versions-supported must pass)
 #   pyasan      the module and core under ASan + UBSan on Debian's 3.11
 #               (scripts/test-python-asan.sh: upstream suite, python/tests)
+#   benchreport `bench/report.py --quick` into a temporary directory: the
+#               report command works (no figure is checked)
 # Run a subset: scripts/test.sh native asan
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh build test || exit 1
 
 JOBS=${JOBS:-2}
-ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples python pyversions pyasan)
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples python pyversions pyasan benchreport)
 STAGES=("${@:-${ALL[@]}}")
 declare -A RESULT TIME
 
@@ -104,6 +106,17 @@ stage_python() {
 
 stage_pyversions() { scripts/test-python-versions.sh --no-debian; }
 stage_pyasan() { scripts/test-python-asan.sh; }
+stage_benchreport() {
+  local out f rc=0
+  out=$(mktemp -d) || return 1
+  scripts/deps.sh build bench python &&
+    /usr/bin/python3 bench/report.py --quick --out "$out/benchmarks.md" || rc=1
+  for f in benchmarks.md img/bench-switch-depth.png img/bench-memory.png img/bench-c.png; do
+    [ -s "$out/$f" ] || { echo "benchreport: $f missing"; rc=1; }
+  done
+  rm -rf "$out"
+  return $rc
+}
 
 fail=0
 for s in "${STAGES[@]}"; do
