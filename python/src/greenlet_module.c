@@ -98,9 +98,11 @@ static cg_thread *thread_get(void) {
   cg_thread *th = cg_tls;
   if (th && th->tstate == ts)
     return th;
+  /* NULL here (a thread state exists) means making the dict failed, and
+   * CPython cleared that MemoryError. */
   PyObject *dict = PyThreadState_GetDict();
   if (!dict) {
-    PyErr_SetString(PyExc_RuntimeError, "greenlet: no thread state dict");
+    PyErr_NoMemory();
     return NULL;
   }
   th = (cg_thread *)PyDict_GetItemWithError(dict, thread_key);

@@ -208,12 +208,7 @@ static inline PyObject *cg_pystate_frame(cg_pystate *st, PyThreadState *ts) {
   ts->cframe = mine;
   if (gc_was_on)
     PyGC_Enable();
-  if (!f) {
-    if (PyErr_Occurred())
-      return NULL;
-    Py_RETURN_NONE;
-  }
-  return (PyObject *)f;
+  return f ? (PyObject *)f : cg_no_frame_object(st);
 }
 
 #endif

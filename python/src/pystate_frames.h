@@ -186,6 +186,21 @@ static inline int cg_pystate_traverse_frames(cg_pystate *st, visitproc visit,
   return 0;
 }
 
+/*
+ * What a version's cg_pystate_frame returns when PyThreadState_GetFrame gave
+ * NULL.  That function clears the error of a failed frame-object
+ * allocation, so NULL with a complete frame on the chain is MemoryError,
+ * not "no frame".
+ */
+static inline PyObject *cg_no_frame_object(const cg_pystate *st) {
+  if (PyErr_Occurred())
+    return NULL;
+  for (_PyInterpreterFrame *f = cg_saved_frame(st); f; f = f->previous)
+    if (!_PyFrame_IsIncomplete(f))
+      return PyErr_NoMemory();
+  Py_RETURN_NONE;
+}
+
 /* Test hook: the next n orphan relocations fail as if out of memory. */
 static int cg_fail_relocations;
 static inline int cg_pystate_fail_relocations(int n) {
