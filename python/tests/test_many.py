@@ -81,5 +81,6 @@ def test_hundred_thousand_parked_greenlets():
     assert _count_greenlets() == base_count
     assert greenlet._greenlet.get_pending_cleanup_count() == 0
     assert getcurrent() is main
-    elapsed = time.monotonic() - started_at
-    assert elapsed < 60, "took %.1f s" % elapsed
+    # Reported, not asserted: speed is for the benchmarks (a hang is caught
+    # by the test scripts' per-part timeout).
+    print("100,000 parked greenlets: %.1f s" % (time.monotonic() - started_at))
