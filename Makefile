@@ -73,7 +73,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -170,6 +170,15 @@ bench-gevent: python
 bench-report:
 	scripts/deps.sh build bench python
 	/usr/bin/python3 bench/report.py
+
+# Load (issue 5): a million parked greenlets and their cleanup, 32 threads
+# churning greenlets and killing them across threads, a gevent server under
+# wrk with its RSS sampled.  STRESS_ARGS=--quick: under 30 s; --impl both
+# adds stock greenlet.
+STRESS_ARGS ?=
+stress: python
+	scripts/deps.sh python
+	$(PYTHON) bench/stress.py --python $(PYTHON) --build-dir build/python-$(PYVER) $(STRESS_ARGS)
 
 # Differential testing against Debian's stock greenlet: a fixed-seed batch
 # (python/tests runs it too), or an open-ended soak writing shrunk

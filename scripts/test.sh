@@ -16,6 +16,7 @@
 #               listed in scripts/python-versions-supported must pass)
 #   pyasan      the module and core under ASan + UBSan on Debian's 3.11
 #               (scripts/test-python-asan.sh: upstream suite, python/tests)
+#   stress      `bench/stress.py --quick`: the load command's checks pass
 #   benchreport `bench/report.py --quick` into a temporary directory: the
 #               report command works (no figure is checked)
 # Run a subset: scripts/test.sh native asan
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh build test || exit 1
 
 JOBS=${JOBS:-2}
-ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples python pyversions pyasan benchreport)
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples python pyversions pyasan stress benchreport)
 STAGES=("${@:-${ALL[@]}}")
 declare -A RESULT TIME
 
@@ -106,6 +107,10 @@ stage_python() {
 
 stage_pyversions() { scripts/test-python-versions.sh --no-debian; }
 stage_pyasan() { scripts/test-python-asan.sh; }
+stage_stress() {
+  scripts/deps.sh python && make -s python &&
+    /usr/bin/python3 bench/stress.py --quick --python /usr/bin/python3 --build-dir build/python-3.11
+}
 stage_benchreport() {
   local out f rc=0
   out=$(mktemp -d) || return 1
