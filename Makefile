@@ -23,6 +23,7 @@ SAN ?=
 VALGRIND ?= 1
 FPU_SAVE ?= 1
 PREFIX ?= /usr/local
+GDB_AUTOLOAD_DIR ?= /usr/share/gdb/auto-load
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
@@ -73,7 +74,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -120,10 +121,13 @@ install: lib
 	ln -sf libcgreenlet.so.0 $(DESTDIR)$(LIBDIR)/libcgreenlet.so
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    cgreenlet.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/cgreenlet.pc
+	install -D -m 644 gdb/cgreenlet-gdb.py \
+	    $(DESTDIR)$(GDB_AUTOLOAD_DIR)$(LIBDIR)/libcgreenlet.so.0-gdb.py
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/cgreenlet.h $(DESTDIR)$(LIBDIR)/libcgreenlet.* \
-	      $(DESTDIR)$(LIBDIR)/pkgconfig/cgreenlet.pc
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/cgreenlet.pc \
+	      $(DESTDIR)$(GDB_AUTOLOAD_DIR)$(LIBDIR)/libcgreenlet.so.0-gdb.py
 
 # The drop-in greenlet module, built in-tree for one interpreter (default:
 # Debian's, where its gevent and eventlet live) into build/python-X.Y.
@@ -213,6 +217,16 @@ cxx-terminate: $(BUILD)/tests/cxx-terminate
 $(BUILD)/tests/cxx-terminate: tests/cxx_terminate.cpp $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) -O2 -g -Wall -Wextra -Werror $(SANFLAGS) $< -o $@ $(STATIC) $(LDFLAGS)
+
+# gdb extension check (tests/gdb_greenlets.sh): the target statically linked,
+# and linked with the shared library for the auto-load case.
+gdb-greenlets: $(BUILD)/tests/gdb-greenlets-target $(BUILD)/tests/gdb-greenlets-target-shared
+$(BUILD)/tests/gdb-greenlets-target: tests/gdb_greenlets_target.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer $< -o $@ $(STATIC) $(LDFLAGS)
+$(BUILD)/tests/gdb-greenlets-target-shared: tests/gdb_greenlets_target.c $(SHARED)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer $< -o $@ $(SHARED) $(LDFLAGS)
 
 # gdb backtrace check (tests/gdb_bt.sh).
 gdb-target: $(BUILD)/tests/gdb-target

@@ -191,6 +191,77 @@ GREENLET_API void *greenlet_reserved(const greenlet_t *g);
 GREENLET_API void *greenlet_userdata(const greenlet_t *g);
 GREENLET_API void greenlet_set_userdata(greenlet_t *g, void *data);
 
+/*
+ * Introspection.  Nothing here changes a greenlet, and nothing here is on
+ * the switch path but one per-thread counter increment, so it can stay on
+ * in production (for monitoring, leak hunting, sizing stacks).
+ */
+
+/*
+ * Calls fn(g, arg) for every greenlet record of the calling thread that has
+ * not been freed: the main greenlet first, then the others in creation
+ * order, whatever their state (unstarted, running, suspended, and dead ones
+ * whose handle or a child still holds them).  Stops at the first nonzero
+ * return of fn and returns it; 0 when all were visited.  fn must not
+ * create, destroy, switch to, or reparent greenlets (it would change the
+ * list being walked); collect what you need and act afterwards.  A thread
+ * that never used the library has no greenlets: fn is not called.
+ * Errors: EINVAL (fn NULL).
+ */
+typedef int (*greenlet_foreach_fn)(greenlet_t *g, void *arg);
+GREENLET_API int greenlet_foreach(greenlet_foreach_fn fn, void *arg);
+
+/* Counters, for one thread or the whole process. */
+typedef struct greenlet_stats {
+  uint64_t threads;  /* threads with a live greenlet state (thread: 0 or 1) */
+  uint64_t created;  /* greenlet_create() successes (main greenlets not
+                        counted); process: exited threads included */
+  uint64_t switches; /* context switches: each time a switch, throw, kill or
+                        a finishing greenlet handed the CPU to another
+                        greenlet; process: exited threads included */
+  uint64_t live;     /* greenlets not dead: main, unstarted, suspended and
+                        running ones */
+  uint64_t stacks;   /* greenlets holding a stack: started and not yet
+                        released (a finished one until the next call) */
+  size_t stack_reserved; /* usable bytes of those stacks (address space;
+                            pooled spare stacks and main stacks excluded) */
+  size_t stack_in_use;   /* thread only (0 in process scope): bytes in use
+                            on those stacks, see greenlet_stack_in_use; the
+                            running greenlet's up to the caller's frame */
+} greenlet_stats_t;
+
+/*
+ * Fills *out with the calling thread's counters (all zero if it never used
+ * the library; this does not set it up).  Walks the thread's greenlets for
+ * stack_in_use, so it costs O(greenlets).  Errors: EINVAL (out NULL).
+ */
+GREENLET_API int greenlet_thread_stats(greenlet_stats_t *out);
+
+/*
+ * The same counters summed over every thread (stack_in_use is 0: other
+ * threads' stacks move while we look).  Safe from any thread; takes the
+ * process-wide registry lock, and each figure is a snapshot that may be a
+ * little stale for threads running meanwhile.  Errors: EINVAL (out NULL).
+ */
+GREENLET_API int greenlet_process_stats(greenlet_stats_t *out);
+
+/*
+ * How deep g's C stack has been touched: bytes from where the C stack
+ * starts (below the reserve) down to the lowest page of it that is resident
+ * (mincore), so a whole number of pages, rounded up to include the deepest
+ * one.  It is a property of the stack's pages, not of g's frames:
+ *   - a greenlet that took a stack recycled from the thread's pool with its
+ *     pages kept (the few most recently freed ones) reports at least the
+ *     depth earlier greenlets reached on it; a stack newly mapped, or whose
+ *     pages were given back while pooled, starts from nothing;
+ *   - pages swapped out are not counted.
+ * 0 for a greenlet without a stack (main, unstarted, dead) or if mincore
+ * fails.  One system call per 512 pages scanned, from the deep end up; no
+ * cost until called.  For a running or suspended greenlet, >= its
+ * greenlet_stack_in_use().
+ */
+GREENLET_API size_t greenlet_stack_high_water(const greenlet_t *g);
+
 /* A static description of a return code. */
 GREENLET_API const char *greenlet_strerror(int code);
 

@@ -37,8 +37,10 @@ suite() { # suite BUILD_DIR [criterion args...]
 }
 
 stage_native() {
-  make -s tests cxx-terminate gdb-target && suite build/native &&
-    cxx_terminates build/native && tests/gdb_bt.sh build/native/tests/gdb-target
+  make -s tests cxx-terminate gdb-target gdb-greenlets && suite build/native &&
+    cxx_terminates build/native && tests/gdb_bt.sh build/native/tests/gdb-target &&
+    tests/gdb_greenlets.sh build/native/tests/gdb-greenlets-target \
+      build/native/tests/gdb-greenlets-target-shared build/native/libcgreenlet.so
 }
 
 # A C++ exception escaping run() must end in std::terminate (SIGABRT).

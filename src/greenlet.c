@@ -20,6 +20,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 __thread greenlet__tstate *greenlet__tls
     __attribute__((tls_model("initial-exec"), visibility("hidden")));
@@ -30,34 +33,121 @@ static atomic_ullong next_id = 1;
 
 static void thread_exit(void *arg);
 
+/* ---- introspection counters and the thread registry -------------------- */
+
+/* A counter of the calling thread's state: only its owner writes it, so a
+ * load and a relaxed store suffice (no locked instruction on the switch
+ * path), and greenlet_process_stats() may read it from another thread. */
+static inline void stat_add(unsigned long long *c, long long d) {
+  __atomic_store_n(c, *c + (unsigned long long)d, __ATOMIC_RELAXED);
+}
+
+static inline unsigned long long stat_get(const unsigned long long *c) {
+  return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* Every thread state not yet freed, newest first.  A debugger reading a core
+ * file cannot reach other threads' TLS, so gdb/cgreenlet-gdb.py starts here
+ * (the names are part of that contract: keep them in step). */
+greenlet__tstate *greenlet__threads;
+pthread_mutex_t greenlet__threads_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Totals of the states already freed, so process counters never go down. */
+static unsigned long long retired_switches, retired_created;
+
+static void registry_add(greenlet__tstate *ts) {
+  ts->tid = (int)syscall(SYS_gettid);
+  pthread_mutex_lock(&greenlet__threads_lock);
+  ts->reg_prev = NULL;
+  ts->reg_next = greenlet__threads;
+  if (greenlet__threads)
+    greenlet__threads->reg_prev = ts;
+  greenlet__threads = ts;
+  ts->listed = 1;
+  pthread_mutex_unlock(&greenlet__threads_lock);
+}
+
+static void registry_remove(greenlet__tstate *ts) {
+  pthread_mutex_lock(&greenlet__threads_lock);
+  if (ts->listed) {
+    if (ts->reg_prev)
+      ts->reg_prev->reg_next = ts->reg_next;
+    else
+      greenlet__threads = ts->reg_next;
+    if (ts->reg_next)
+      ts->reg_next->reg_prev = ts->reg_prev;
+    ts->listed = 0;
+  }
+  retired_switches += ts->switches;
+  retired_created += ts->created;
+  pthread_mutex_unlock(&greenlet__threads_lock);
+}
+
+/* fork(): the child must not inherit the lock held, and keeps only the
+ * calling thread's state listed (the other threads do not exist there; their
+ * states are never freed, as before, but no longer reported). */
+static void registry_prefork(void) {
+  pthread_mutex_lock(&greenlet__threads_lock);
+}
+static void registry_postfork_parent(void) {
+  pthread_mutex_unlock(&greenlet__threads_lock);
+}
+static void registry_postfork_child(void) {
+  pthread_mutex_init(&greenlet__threads_lock, NULL);
+  greenlet__tstate *self = greenlet__tls;
+  for (greenlet__tstate *t = greenlet__threads, *n; t; t = n) {
+    n = t->reg_next;
+    t->reg_prev = t->reg_next = NULL;
+    t->listed = t == self;
+  }
+  greenlet__threads = self;
+  if (self)
+    self->tid = (int)syscall(SYS_gettid);
+}
+
 static void make_key(void) {
   /* Failure leaves thread exit cleanup off; nothing else depends on it. */
   (void)pthread_key_create(&tstate_key, thread_exit);
+  (void)pthread_atfork(registry_prefork, registry_postfork_parent,
+                       registry_postfork_child);
 }
 
-/* ---- live list --------------------------------------------------------- */
+/* ---- the record list ---------------------------------------------------- */
 
-static void live_link(greenlet__tstate *ts, greenlet_t *g) {
-  g->prev = NULL;
-  g->next = ts->live;
-  if (ts->live)
-    ts->live->prev = g;
-  ts->live = g;
-}
-
-static void live_unlink(greenlet__tstate *ts, greenlet_t *g) {
-  if (g->prev)
-    g->prev->next = g->next;
+/* ts->all: appended at creation, so greenlet_foreach() sees main first and
+ * the rest in creation order; unlinked only when the record is freed.  It
+ * is also how thread exit finds the greenlets it must end, so that a
+ * create/finish cycle maintains one list, not two. */
+static void all_link(greenlet__tstate *ts, greenlet_t *g) {
+  g->all_next = NULL;
+  g->all_prev = ts->all_tail;
+  if (ts->all_tail)
+    ts->all_tail->all_next = g;
   else
-    ts->live = g->next;
-  if (g->next)
-    g->next->prev = g->prev;
-  g->prev = g->next = NULL;
+    ts->all = g;
+  ts->all_tail = g;
+}
+
+static void all_unlink(greenlet__tstate *ts, greenlet_t *g) {
+  if (g->all_prev)
+    g->all_prev->all_next = g->all_next;
+  else
+    ts->all = g->all_next;
+  if (g->all_next)
+    g->all_next->all_prev = g->all_prev;
+  else
+    ts->all_tail = g->all_prev;
+}
+
+/* A non-main greenlet leaves the unstarted or active state for good. */
+static inline void mark_dead(greenlet__tstate *ts, greenlet_t *g) {
+  g->state = GREENLET__DEAD;
+  stat_add(&ts->nlive, -1);
 }
 
 /* ---- records ----------------------------------------------------------- */
 
 static void tstate_free(greenlet__tstate *ts) {
+  registry_remove(ts);
   pthread_mutex_destroy(&ts->lock);
   free(ts);
 }
@@ -69,10 +159,14 @@ static void tstate_free(greenlet__tstate *ts) {
  * number of references the freed records held on their thread state, for
  * the caller to drop (with the lock held after thread exit).
  */
-static int unref_chain(greenlet__tstate *ts, greenlet_t *g, int cache) {
+/* always_inline: with the record list to maintain, gcc stopped inlining it
+ * into unref(), which cost a create/finish cycle a call. */
+static inline __attribute__((always_inline)) int
+unref_chain(greenlet__tstate *ts, greenlet_t *g, int cache) {
   int freed = 0;
   while (g && --g->refcnt == 0) {
     greenlet_t *parent = g->parent;
+    all_unlink(ts, g);
     if (cache && ts->spare_count < GREENLET__SPARE_MAX) {
       g->next = ts->spare;
       ts->spare = g;
@@ -114,6 +208,7 @@ static greenlet_t *record_new(greenlet__tstate *ts) {
   g->ts = ts;
   g->refcnt = 1;
   ts->refcnt++;
+  all_link(ts, g);
   return g;
 }
 
@@ -165,6 +260,7 @@ static greenlet__tstate *tstate_create(void) {
   ts->altstack = greenlet__overflow_setup();
   (void)pthread_setspecific(tstate_key, ts);
   greenlet__tls = ts;
+  registry_add(ts);
   return ts;
 }
 
@@ -193,16 +289,17 @@ static void tsan_release_fiber(greenlet_t *g) {
 static void thread_exit(void *arg) {
   greenlet__tstate *ts = arg;
   pthread_mutex_lock(&ts->lock);
-  ts->alive = 0;
-  while (ts->live) {
-    greenlet_t *g = ts->live;
-    live_unlink(ts, g);
+  /* Atomic: greenlet_process_stats() reads it without the lock. */
+  __atomic_store_n(&ts->alive, 0, __ATOMIC_RELAXED);
+  for (greenlet_t *g = ts->all; g; g = g->all_next) {
+    if ((g->flags & GREENLET__MAIN) || g->state == GREENLET__DEAD)
+      continue; /* main: below; dead: no stack, but ts->dying's (below) */
     greenlet__pool_retire(&ts->pool, &g->stack);
 #ifdef GREENLET_ASAN
     greenlet__asan_drop_fake_stack(&g->asan_fake); /* it never runs again */
 #endif
     tsan_release_fiber(g);
-    g->state = GREENLET__DEAD;
+    mark_dead(ts, g);
   }
   if (ts->dying) {
     greenlet__pool_retire(&ts->pool, &ts->dying->stack);
@@ -210,6 +307,8 @@ static void thread_exit(void *arg) {
     ts->dying = NULL;
   }
   greenlet__pool_clear(&ts->pool); /* unmaps them all, in address order */
+  stat_add(&ts->nstacks, -(long long)ts->nstacks);
+  stat_add(&ts->stack_bytes, -(long long)ts->stack_bytes);
   greenlet_t *m = ts->main;
   m->state = GREENLET__DEAD;
   m->flags |= GREENLET__RELEASED;
@@ -231,6 +330,19 @@ static void thread_exit(void *arg) {
 __thread int greenlet__context_status;
 #endif
 
+/* Stack accounting for greenlet_thread_stats(), off the switch path. */
+static inline void stack_taken(greenlet__tstate *ts,
+                               const greenlet__stack *st) {
+  stat_add(&ts->nstacks, 1);
+  stat_add(&ts->stack_bytes, (long long)st->size);
+}
+
+static inline void stack_released(greenlet__tstate *ts,
+                                  const greenlet__stack *st) {
+  stat_add(&ts->nstacks, -1);
+  stat_add(&ts->stack_bytes, -(long long)st->size);
+}
+
 /*
  * A greenlet that finished left its stack in ts->dying (it could not give
  * back the stack it was running on).  Every entry point that may reuse
@@ -241,6 +353,7 @@ static inline void flush_dying(greenlet__tstate *ts) {
   if (dying) {
     ts->dying = NULL;
     tsan_release_fiber(dying);
+    stack_released(ts, &dying->stack);
     greenlet__stack_put(&ts->pool, &dying->stack);
   }
 }
@@ -270,6 +383,7 @@ static void asan_after_switch(greenlet__tstate *ts, greenlet_t *self) {
 static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
                            greenlet_t *to, int status, void *value,
                            void **out) {
+  stat_add(&ts->switches, 1);
   from->out = out;
   if (to->out)
     *to->out = value;
@@ -294,7 +408,10 @@ static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
 }
 
 /* Gives an unstarted greenlet its stack and initial context. */
-static int prepare_start(greenlet__tstate *ts, greenlet_t *g) {
+/* always_inline: the stack accounting made it too big for gcc to inline on
+ * its own, which cost every start a call. */
+static inline __attribute__((always_inline)) int
+prepare_start(greenlet__tstate *ts, greenlet_t *g) {
   int rc = greenlet__stack_get(&ts->pool, g->stack_size, &g->stack);
   if (rc != 0)
     return rc;
@@ -306,6 +423,7 @@ static int prepare_start(greenlet__tstate *ts, greenlet_t *g) {
 #ifdef GREENLET_TSAN
   g->tsan_fiber = __tsan_create_fiber(0);
 #endif
+  stack_taken(ts, &g->stack);
   g->out = NULL;
   g->state = GREENLET__ACTIVE;
   return 0;
@@ -313,8 +431,7 @@ static int prepare_start(greenlet__tstate *ts, greenlet_t *g) {
 
 /* An unstarted greenlet that will never run: thrown into, or killed. */
 static void kill_unstarted(greenlet__tstate *ts, greenlet_t *g) {
-  live_unlink(ts, g);
-  g->state = GREENLET__DEAD;
+  mark_dead(ts, g);
 }
 
 /*
@@ -373,8 +490,7 @@ static inline int resume(greenlet__tstate *ts, greenlet_t *target, int status,
 __attribute__((noreturn)) static void finish(greenlet__tstate *ts,
                                              greenlet_t *g, int status,
                                              void *value) {
-  g->state = GREENLET__DEAD;
-  live_unlink(ts, g);
+  mark_dead(ts, g);
   greenlet_t *t = g->parent;
   for (;;) {
     if (t->state == GREENLET__DEAD) {
@@ -454,7 +570,8 @@ int greenlet_create(greenlet_t **out, greenlet_run_fn run, greenlet_t *parent,
     strncpy(g->name, attr->name, sizeof g->name - 1);
     g->name[sizeof g->name - 1] = '\0';
   }
-  live_link(ts, g);
+  stat_add(&ts->nlive, 1);
+  stat_add(&ts->created, 1);
   *out = g;
   return 0;
 }
@@ -545,16 +662,15 @@ int greenlet_destroy(greenlet_t *g, unsigned flags) {
   if (g->state == GREENLET__ACTIVE) {
     if (!(flags & GREENLET_DESTROY_DISCARD))
       return GREENLET_EBUSY;
-    live_unlink(ts, g);
     tsan_release_fiber(g);
 #ifdef GREENLET_ASAN
     greenlet__asan_drop_fake_stack(&g->asan_fake); /* it never runs again */
 #endif
+    stack_released(ts, &g->stack);
     greenlet__stack_put(&ts->pool, &g->stack);
-    g->state = GREENLET__DEAD;
+    mark_dead(ts, g);
   } else if (g->state == GREENLET__UNSTARTED) {
-    live_unlink(ts, g);
-    g->state = GREENLET__DEAD;
+    mark_dead(ts, g);
   }
   g->flags |= GREENLET__RELEASED;
   unref(ts, g);
@@ -626,6 +742,108 @@ void *greenlet_userdata(const greenlet_t *g) { return g ? g->userdata : NULL; }
 void greenlet_set_userdata(greenlet_t *g, void *data) {
   if (g)
     g->userdata = data;
+}
+
+/* ---- introspection ----------------------------------------------------- */
+
+int greenlet_foreach(greenlet_foreach_fn fn, void *arg) {
+  if (!fn)
+    return GREENLET_EINVAL;
+  greenlet__tstate *ts = greenlet__tls;
+  if (!ts)
+    return 0; /* no greenlet on this thread yet; do not create main for it */
+  for (greenlet_t *g = ts->all; g; g = g->all_next) {
+    int rc = fn(g, arg);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* Bytes of the running greenlet's own stack in use, up to the caller. */
+static size_t running_in_use(const greenlet_t *g) {
+  if (!g->stack.base)
+    return 0; /* main: its thread's stack is not counted */
+  const char *hi = g->stack.lo + g->stack.size - g->reserve;
+  const char *sp = __builtin_frame_address(0);
+  return sp < hi && sp >= g->stack.lo ? (size_t)(hi - sp) : 0;
+}
+
+int greenlet_thread_stats(greenlet_stats_t *out) {
+  if (!out)
+    return GREENLET_EINVAL;
+  memset(out, 0, sizeof *out);
+  greenlet__tstate *ts = greenlet__tls;
+  if (!ts)
+    return 0;
+  out->threads = 1;
+  out->created = ts->created;
+  out->switches = ts->switches;
+  out->live = ts->nlive + 1; /* + main: it lives while its thread does */
+  out->stacks = ts->nstacks;
+  out->stack_reserved = (size_t)ts->stack_bytes;
+  for (greenlet_t *g = ts->all; g; g = g->all_next)
+    if (g->stack.base && g != ts->dying)
+      out->stack_in_use +=
+          g == ts->current ? running_in_use(g) : greenlet_stack_in_use(g);
+  return 0;
+}
+
+int greenlet_process_stats(greenlet_stats_t *out) {
+  if (!out)
+    return GREENLET_EINVAL;
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&greenlet__threads_lock);
+  out->created = retired_created;
+  out->switches = retired_switches;
+  for (greenlet__tstate *t = greenlet__threads; t; t = t->reg_next) {
+    /* alive changes under t->lock only at exit, after which the counters
+     * below are final; a stale read just counts an exiting thread once
+     * more. */
+    int alive = __atomic_load_n(&t->alive, __ATOMIC_RELAXED);
+    out->threads += alive != 0;
+    out->created += stat_get(&t->created);
+    out->switches += stat_get(&t->switches);
+    out->live += stat_get(&t->nlive) + (alive != 0);
+    out->stacks += stat_get(&t->nstacks);
+    out->stack_reserved += (size_t)stat_get(&t->stack_bytes);
+  }
+  pthread_mutex_unlock(&greenlet__threads_lock);
+  return 0;
+}
+
+/* The lowest resident page of [lo, lo + size) (mincore), or NULL if none is
+ * or mincore fails: how deep a stack has been touched since its pages were
+ * last given back.  Scanned upwards in chunks from the deep end; a fixed
+ * buffer keeps 1 GiB stacks off the heap. */
+static const char *lowest_resident(const char *lo, size_t size) {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t a = ((uintptr_t)lo + page - 1) & ~(page - 1);
+  const uintptr_t e = (uintptr_t)lo + size;
+  unsigned char vec[512];
+  while (a < e) {
+    size_t pages = (e - a + page - 1) / page;
+    if (pages > sizeof vec)
+      pages = sizeof vec;
+    size_t len = pages * page;
+    if (len > e - a)
+      len = e - a;
+    if (mincore((void *)a, len, vec) != 0)
+      return NULL;
+    for (size_t i = 0; i < pages; i++)
+      if (vec[i] & 1)
+        return (const char *)(a + i * page);
+    a += pages * page;
+  }
+  return NULL;
+}
+
+size_t greenlet_stack_high_water(const greenlet_t *g) {
+  if (!g || !g->stack.base || g->state != GREENLET__ACTIVE)
+    return 0;
+  const char *top = g->stack.lo + g->stack.size - g->reserve;
+  const char *p = lowest_resident(g->stack.lo, g->stack.size - g->reserve);
+  return p && p < top ? (size_t)(top - p) : 0;
 }
 
 const char *greenlet_strerror(int code) {

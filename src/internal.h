@@ -39,7 +39,10 @@ struct greenlet {
   int refcnt; /* 1 for the handle + 1 per child naming it parent */
   unsigned char state;
   unsigned char flags;
-  greenlet_t *prev, *next; /* ts->live: unstarted and active, not main */
+  greenlet_t *next; /* ts->spare: freed records kept for reuse */
+  /* ts->all: every record not yet freed (main and dead ones included), in
+   * creation order: thread exit, greenlet_foreach() and debuggers (gdb/). */
+  greenlet_t *all_prev, *all_next;
 #ifdef GREENLET_ASAN
   void *asan_fake;         /* fake stack saved while suspended */
   const void *asan_bottom; /* main greenlet: learnt on first switch away */
@@ -58,10 +61,13 @@ struct greenlet__tstate {
   /* A greenlet that finished: it could not release the stack it ran on, so
    * the next call into the library returns it to the pool. */
   greenlet_t *dying;
+  /* Context switches made on this thread (greenlet_thread_stats): here, in
+   * the cache line the switch path touches anyway.  See `created`. */
+  unsigned long long switches;
 #ifdef GREENLET_ASAN
   greenlet_t *origin; /* the greenlet the last switch left */
 #endif
-  greenlet_t *live; /* list of unstarted and active greenlets */
+  greenlet_t *all, *all_tail; /* every record not yet freed, oldest first */
   greenlet_t *spare; /* freed records kept for reuse (linked by next) */
   unsigned spare_count;
   unsigned long long next_id, end_id; /* this thread's block of ids */
@@ -74,7 +80,26 @@ struct greenlet__tstate {
   pthread_mutex_t lock;
   int refcnt;
   int alive;
+  /* Introspection (greenlet_thread_stats).  Written by the owner thread
+   * only, with relaxed atomic stores, so greenlet_process_stats() may read
+   * them from any thread; the switch path pays one increment. */
+  unsigned long long created;  /* greenlet_create() successes */
+  unsigned long long nlive;    /* unstarted + active greenlets, not main */
+  unsigned long long nstacks;  /* greenlets holding a stack (dying too) */
+  unsigned long long stack_bytes; /* their usable bytes */
+  /* Process-wide registry (greenlet.c), under greenlet__threads_lock: a
+   * state is listed from its creation until it is freed, i.e. past its
+   * thread's exit while records of it are still held.  Debuggers walk it
+   * from the symbol greenlet__threads (gdb/cgreenlet-gdb.py). */
+  greenlet__tstate *reg_prev, *reg_next;
+  int tid;    /* kernel thread id (what gdb shows as LWP) */
+  int listed; /* on the registry (not before setup, nor in a fork child) */
 };
+
+extern greenlet__tstate *greenlet__threads
+    __attribute__((visibility("hidden")));
+extern pthread_mutex_t greenlet__threads_lock
+    __attribute__((visibility("hidden")));
 
 /* The calling thread's state (NULL until its first greenlet call).
  * initial-exec: the switch path reads it, and so does the SIGSEGV handler. */
