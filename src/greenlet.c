@@ -15,6 +15,7 @@
  * thread and is dropped at thread exit.
  */
 #define _GNU_SOURCE
+#include "fault.h"
 #include "internal.h"
 
 #include <stdatomic.h>
@@ -196,7 +197,7 @@ static greenlet_t *record_new(greenlet__tstate *ts) {
     ts->spare = g->next;
     ts->spare_count--;
     memset(g, 0, sizeof *g);
-  } else if (!(g = calloc(1, sizeof *g))) {
+  } else if (greenlet__fault_hit() || !(g = calloc(1, sizeof *g))) {
     return NULL;
   }
   if (ts->next_id == ts->end_id) {
@@ -229,7 +230,8 @@ static void spare_clear(greenlet__tstate *ts) {
  */
 static greenlet__tstate *tstate_create(void) {
   pthread_once(&tstate_key_once, make_key);
-  greenlet__tstate *ts = calloc(1, sizeof *ts);
+  greenlet__tstate *ts =
+      greenlet__fault_hit() ? NULL : calloc(1, sizeof *ts);
   if (!ts)
     return NULL;
   if (pthread_mutex_init(&ts->lock, NULL) != 0) {

@@ -9,6 +9,7 @@
  * or re-raised with the default action.  Only async-signal-safe calls here.
  */
 #define _GNU_SOURCE
+#include "fault.h"
 #include "internal.h"
 
 #include <signal.h>
@@ -104,8 +105,10 @@ void *greenlet__overflow_setup(void) {
   stack_t cur;
   if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
     return NULL; /* the thread has one already (e.g. Python's faulthandler) */
-  void *mem = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *mem = greenlet__fault_hit()
+                  ? MAP_FAILED
+                  : mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED)
     return NULL;
   stack_t ss = {.ss_sp = mem, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
