@@ -74,7 +74,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -166,6 +166,17 @@ bench-python: python
 bench-gevent: python
 	scripts/deps.sh python
 	$(PYTHON) bench/bench_gevent.py --python $(PYTHON) --build-dir build/python-$(PYVER)
+
+# libFuzzer over the C core (clang, ASan + UBSan): the corpus plus a
+# fixed-seed bounded run, or an open-ended soak adding to tests/fuzz/corpus
+# (then fuzz-merge to minimise it).
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz.sh --bounded
+fuzz-soak:
+	scripts/fuzz.sh --soak $(FUZZ_SECONDS)
+fuzz-merge:
+	scripts/fuzz.sh --merge
 
 # The benchmark report: the C core against Boost.Context and the Python
 # module against Debian's stock greenlet, tables and plots written to

@@ -10,12 +10,16 @@
 #   valgrind    memcheck over the native suite
 #   aarch64     cross-built, run under qemu-user
 #   examples    every example program (they check their own results)
+#   fuzz        libFuzzer over the C core with ASan + UBSan: tests/fuzz/corpus
+#               and a fixed-seed bounded run (scripts/fuzz.sh --bounded)
 #   python      the greenlet module for CPython 3.11 (scripts/test-python.sh --ci)
 #   pyversions  the module built and tested on each ~/.pyenv CPython 3.9+
 #               (scripts/test-python-versions.sh --no-debian; a version
 #               listed in scripts/python-versions-supported must pass)
 #   pyasan      the module and core under ASan + UBSan on Debian's 3.11
 #               (scripts/test-python-asan.sh: upstream suite, python/tests)
+#   pyvalgrind  the module under Valgrind memcheck on Debian's 3.11
+#               (scripts/test-python-valgrind.sh: upstream suite, python/tests)
 #   stress      `bench/stress.py --quick`: the load command's checks pass
 #   benchreport `bench/report.py --quick` into a temporary directory: the
 #               report command works (no figure is checked)
@@ -26,7 +30,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh build test || exit 1
 
 JOBS=${JOBS:-2}
-ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples python pyversions pyasan stress benchreport)
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples fuzz python pyversions pyasan pyvalgrind stress benchreport)
 STAGES=("${@:-${ALL[@]}}")
 declare -A RESULT TIME
 
@@ -90,6 +94,7 @@ stage_valgrind() {
   done
 }
 stage_aarch64()  { scripts/test-aarch64.sh; }
+stage_fuzz()     { scripts/fuzz.sh --bounded; }
 stage_examples() {
   make -s examples || return 1
   local ex rc=0
@@ -109,6 +114,7 @@ stage_python() {
 
 stage_pyversions() { scripts/test-python-versions.sh --no-debian; }
 stage_pyasan() { scripts/test-python-asan.sh; }
+stage_pyvalgrind() { scripts/deps.sh python && make -s python && scripts/test-python-valgrind.sh; }
 stage_stress() {
   scripts/deps.sh python && make -s python &&
     /usr/bin/python3 bench/stress.py --quick --python /usr/bin/python3 --build-dir build/python-3.11

@@ -492,6 +492,10 @@ static inline int resume(greenlet__tstate *ts, greenlet_t *target, int status,
 __attribute__((noreturn)) static void finish(greenlet__tstate *ts,
                                              greenlet_t *g, int status,
                                              void *value) {
+  /* One that finished just before this one (nothing in between called the
+   * library): its stack goes back now, or it would be lost when g takes
+   * ts->dying.  Safe: we run on g's stack, not on that one. */
+  flush_dying(ts);
   mark_dead(ts, g);
   greenlet_t *t = g->parent;
   for (;;) {

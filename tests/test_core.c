@@ -821,3 +821,31 @@ Test(core, suspended_main_reports_stack_in_use) {
   cr_assert_eq(greenlet_stack_in_use(greenlet_main()), 0); /* running */
   EXPECT_RC(greenlet_destroy(g, 0), 0);
 }
+
+/* Regression (found by the fuzzer): a greenlet finishing right after
+ * another one, with no library call in between, used to lose the first
+ * one's stack (ts->dying was overwritten). */
+static int returns_at_once(greenlet_t *self, void *arg, void **result) {
+  (void)self;
+  *result = arg;
+  return GREENLET_OK;
+}
+
+Test(core, back_to_back_finishes_release_both_stacks) {
+  for (int round = 0; round < 100; round++) {
+    greenlet_t *parent, *child;
+    void *v;
+    EXPECT_RC(greenlet_create(&parent, returns_at_once, NULL, NULL), 0);
+    EXPECT_RC(greenlet_create(&child, returns_at_once, parent, NULL), 0);
+    /* child returns: its value starts parent, which returns at once. */
+    EXPECT_RC(greenlet_switch(child, P(5), &v), GREENLET_OK);
+    cr_assert_eq(I(v), 5);
+    cr_assert(greenlet_dead(parent) && greenlet_dead(child));
+    EXPECT_RC(greenlet_destroy(child, 0), 0);
+    EXPECT_RC(greenlet_destroy(parent, 0), 0);
+  }
+  greenlet_stats_t s;
+  EXPECT_RC(greenlet_thread_stats(&s), 0);
+  cr_assert_eq(s.stacks, 0, "%llu stacks still held", (unsigned long long)s.stacks);
+  cr_assert_eq(s.live, 1); /* main */
+}
