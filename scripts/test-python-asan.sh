@@ -22,6 +22,8 @@
 #   1. Debian's upstream greenlet 2.0.2 suite, GREENLET_SKIP_LEAKCHECKS=1
 #      (the compiled _test_extension*.so tests included)
 #   2. python/tests (pytest)
+#   3. each test of python/tests/asan_options.txt alone, with the ASan
+#      options given there added (and left out of parts 1 and 2)
 # with the ASan runtime preloaded into the stock interpreter.  Every process
 # (children included) writes sanitizer reports to files in the log directory
 # (a pytest test's children into a directory of the test's own, see
@@ -44,12 +46,15 @@ BUILD_DIR=""
 DO_BUILD=1
 ALL=0
 KNOWN_FILES=(python/tests/known_failures.txt python/tests/asan_known_failures.txt)
+# Tests that run in parts of their own with ASan options of their own
+# (id, options, '#' and why): left out of parts 1 and 2, run in part 3.
+TUNED_FILE=python/tests/asan_options.txt
 PART_TIMEOUT=${CGREENLET_TEST_TIMEOUT:-900}
 RSS_LIMIT_MB=${CGREENLET_ASAN_RSS_MB:-6144}
 DEBIAN_TESTS=/usr/lib/python3/dist-packages/greenlet/tests
 SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
 
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -199,6 +204,13 @@ if [ "$ALL" -eq 0 ]; then
     known="$known $ids"
   done
 fi
+# id<TAB>options of each tuned test (run in part 3, never in parts 1-2).
+TUNED=$(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$TUNED_FILE" | awk 'NF >= 2 {print $1 "\t" $2}')
+if [ -n "$TUNED" ]; then
+  echo "== run in parts of their own, with their ASan options ($TUNED_FILE):"
+  sed 's/^/   /' <<<"$TUNED"
+  known="$known $(cut -f1 <<<"$TUNED")"
+fi
 PYTEST_DESELECT=()
 for id in $known; do
   case "$id" in python/*) PYTEST_DESELECT+=(--deselect "$id") ;; esac
@@ -330,9 +342,41 @@ run_pytest() {
   echo "   log: $log"
 }
 
+# Part 3: each tuned test alone, with the base options plus its own.
+run_tuned() {
+  local id opts name log start rc nsan p f o
+  while IFS=$'\t' read -r id opts; do
+    [ -n "$id" ] || continue
+    name="tuned:${id##*[.:]}"
+    log="$LOG_DIR/tuned-${id##*[.:]}.log"
+    rc=0 nsan=0
+    echo
+    echo "== $name: $id with ASAN_OPTIONS +$opts"
+    start=$(date +%s)
+    case "$id" in
+      python/*)
+        rm -rf "$SAN_DIR/tests"
+        ASAN_OPTIONS="$ASAN_OPTIONS:$opts" run_guarded "$log" "$ROOT" env CGL_SAN_DIR="$SAN_DIR" \
+          PYTHONPATH="$PYTHONPATH:$ROOT/scripts" "$PYTHON" -X faulthandler -m pytest "$id" -q \
+          -rfExX -p asan_pytest_plugin -p no:cacheprovider || rc=$?
+        read -r p f o <<<"$(pytest_counts "$log" "$rc")" ;;
+      *)
+        ASAN_OPTIONS="$ASAN_OPTIONS:$opts" run_guarded "$log" "$BUILD_DIR" \
+          "$PYTHON" -X faulthandler -m unittest -v "$id" || rc=$?
+        read -r p f o <<<"$(unittest_counts "$log")"
+        if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi ;;
+    esac
+    tail -n 1 "$log"
+    sanitizer_findings "$log" || nsan=$?
+    record "$name" "$p" "$f" "$o" "$(( $(date +%s) - start ))" "$rc" "$nsan"
+    echo "   log: $log"
+  done <<<"$TUNED"
+}
+
 # Reports written before the tests (none expected) count against part 1.
 run_upstream
 run_pytest
+run_tuned
 
 # ---------------------------------------------------------------- summary
 echo

@@ -135,7 +135,10 @@ def run_python(args, timeout=30, input=None, env=None):
 
     The child gets child_env(), so it imports the same greenlet, and is
     killed when it outlives timeout (subprocess.TimeoutExpired is raised).
+    CGREENLET_TEST_TIMEOUT_SCALE (a number, default 1) multiplies timeout:
+    the Valgrind run sets it (everything runs many times slower there).
     """
+    timeout = timeout * float(os.environ.get("CGREENLET_TEST_TIMEOUT_SCALE", "1"))
     extra = {"CGL_CHILD_DEADLINE": str(max(1, timeout - 5))}
     extra.update(env or {})
     argv = [sys.executable] + list(args)
