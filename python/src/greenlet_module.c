@@ -1469,6 +1469,84 @@ static PyObject *mod_fault_disarm(PyObject *m, PyObject *unused) {
   return Py_BuildValue("(lO)", seen, fired ? Py_True : Py_False);
 }
 
+/*
+ * Introspection (greenlet.introspect): the core's counters and this
+ * thread's greenlet objects.  Read-only; costs nothing until called.
+ */
+static PyObject *stats_dict(const greenlet_stats_t *s) {
+  return Py_BuildValue(
+      "{s:K,s:K,s:K,s:K,s:K,s:n,s:n}", "threads",
+      (unsigned long long)s->threads, "created",
+      (unsigned long long)s->created, "switches",
+      (unsigned long long)s->switches, "live", (unsigned long long)s->live,
+      "stacks", (unsigned long long)s->stacks, "stack_reserved",
+      (Py_ssize_t)s->stack_reserved, "stack_in_use",
+      (Py_ssize_t)s->stack_in_use);
+}
+
+/* _cgreenlet_stats(process) -> dict of the core's counters. */
+static PyObject *mod_cgreenlet_stats(PyObject *m, PyObject *process) {
+  (void)m;
+  int all = PyObject_IsTrue(process);
+  if (all < 0)
+    return NULL;
+  greenlet_stats_t s;
+  if ((all ? greenlet_process_stats(&s) : greenlet_thread_stats(&s)) != 0) {
+    PyErr_SetString(PyExc_SystemError, "greenlet stats unavailable");
+    return NULL;
+  }
+  return stats_dict(&s);
+}
+
+/* _cgreenlet_greenlets() -> list of this thread's greenlet objects, oldest
+ * first (main included; dead ones too while something holds them). */
+static PyObject *mod_cgreenlet_greenlets(PyObject *m, PyObject *u) {
+  (void)m;
+  (void)u;
+  cg_thread *th = thread_get();
+  if (!th)
+    return NULL;
+  PyObject *list = PyList_New(0);
+  if (!list)
+    return NULL;
+  cg_impl *last = th->all;
+  while (last && last->next)
+    last = last->next;
+  for (cg_impl *i = last; i; i = i->prev)
+    if (i->self && Py_REFCNT(i->self) > 0 &&
+        PyList_Append(list, (PyObject *)i->self) < 0) {
+      Py_DECREF(list);
+      return NULL;
+    }
+  return list;
+}
+
+/* _cgreenlet_stack(g) -> dict: its stack's size, bytes in use, high-water
+ * mark and reserve (all 0 without a stack: unstarted, dead, main, or its
+ * thread gone). */
+static PyObject *mod_cgreenlet_stack(PyObject *m, PyObject *arg) {
+  (void)m;
+  if (!PyObject_TypeCheck(arg, &PyGreenlet_Type)) {
+    PyErr_SetString(PyExc_TypeError, "expected a greenlet");
+    return NULL;
+  }
+  cg_impl *i = ((PyGreenlet *)arg)->pimpl;
+  greenlet_t *c = i && i->core && !i->thread_gone && !i->is_main &&
+                          i->thread == cg_tls
+                      ? i->core
+                      : NULL;
+  size_t size = 0, used = 0, high = 0;
+  if (c && greenlet_started(c) && !greenlet_dead(c)) {
+    size = greenlet_stack_size(c);
+    used = greenlet_stack_in_use(c);
+    high = greenlet_stack_high_water(c);
+  }
+  return Py_BuildValue("{s:n,s:n,s:n,s:n}", "size", (Py_ssize_t)size,
+                       "in_use", (Py_ssize_t)used, "high_water",
+                       (Py_ssize_t)high, "reserve",
+                       (Py_ssize_t)(c ? CG_PYSTATE_RESERVE : 0));
+}
+
 static PyObject *mod_enable_optional_cleanup(PyObject *m, PyObject *flag) {
   (void)m;
   (void)flag;
@@ -1496,6 +1574,9 @@ static PyMethodDef mod_methods[] = {
     {"enable_optional_cleanup", mod_enable_optional_cleanup, METH_O, NULL},
     {"_fail_orphan_relocations", mod_fail_orphan_relocations, METH_O, NULL},
     {"_cgreenlet_fault_arm", mod_fault_arm, METH_O, NULL},
+    {"_cgreenlet_stats", mod_cgreenlet_stats, METH_O, NULL},
+    {"_cgreenlet_greenlets", mod_cgreenlet_greenlets, METH_NOARGS, NULL},
+    {"_cgreenlet_stack", mod_cgreenlet_stack, METH_O, NULL},
     {"_cgreenlet_fault_disarm", mod_fault_disarm, METH_NOARGS, NULL},
     {"get_clocks_used_doing_optional_cleanup", mod_get_clocks_used, METH_NOARGS,
      NULL},

@@ -1,0 +1,88 @@
+"""greenlet.introspect: this thread's greenlets, the core's counters, and
+each greenlet's stack figures (cgreenlet only: new names)."""
+import threading
+
+import pytest
+
+from greenlet import greenlet as Greenlet, getcurrent
+
+from cgl_support import is_cgreenlet
+
+pytestmark = pytest.mark.skipif(not is_cgreenlet(), reason="cgreenlet's own API")
+
+
+def _park_deep_in_c(n):
+    # Each level is a C call of the interpreter (sorted calling its key).
+    if n == 0:
+        getcurrent().parent.switch("parked")
+        return [0]
+    return sorted([1], key=lambda x: _park_deep_in_c(n - 1))
+
+
+def test_greenlets_lists_this_threads_greenlets_oldest_first():
+    from greenlet import introspect
+    before = introspect.greenlets()
+    assert before[0] is getcurrent() or getcurrent() in before
+    a = Greenlet(lambda: getcurrent().parent.switch())
+    b = Greenlet(lambda: None)
+    a.switch()
+    b.switch()                       # b is dead, still referenced
+    now = introspect.greenlets()
+    assert now[-2:] == [a, b]
+    assert set(now) - set(before) == {a, b}
+    seen_in_thread = []
+    t = threading.Thread(target=lambda: seen_in_thread.extend(introspect.greenlets()))
+    t.start()
+    t.join()
+    assert a not in seen_in_thread and len(seen_in_thread) == 1  # its main
+    del a, b, now
+    assert len(introspect.greenlets()) == len(before)
+
+
+def test_stats_count_creations_switches_and_stacks():
+    from greenlet import introspect
+    s0 = introspect.stats()
+    gs = [Greenlet(lambda: getcurrent().parent.switch()) for _ in range(10)]
+    for g in gs:
+        g.switch()
+    s1 = introspect.stats()
+    assert s1["created"] - s0["created"] == 10
+    assert s1["switches"] - s0["switches"] == 20      # into each and back
+    assert s1["live"] - s0["live"] == 10
+    # (s0 may count the stack of a greenlet that just finished: the core
+    # gives it back at its next call.)
+    assert 9 <= s1["stacks"] - s0["stacks"] <= 10
+    assert s1["stack_reserved"] - s0["stack_reserved"] >= 10 * 256 * 1024
+    assert s1["stack_in_use"] > s0["stack_in_use"]
+    p = introspect.stats("process")
+    assert p["threads"] >= 1 and p["created"] >= s1["created"]
+    del gs, g
+    s2 = introspect.stats()
+    assert s2["live"] == s0["live"] and s2["stacks"] <= s0["stacks"]
+    with pytest.raises(ValueError):
+        introspect.stats("nonsense")
+
+
+def test_stack_figures_of_a_deep_greenlet():
+    from greenlet import introspect
+    shallow = Greenlet(lambda: getcurrent().parent.switch())
+    shallow.switch()
+    deep = Greenlet(_park_deep_in_c)
+    assert deep.switch(100) == "parked"
+    s, d = introspect.stack(shallow), introspect.stack(deep)
+    assert s["size"] == d["size"] > 0
+    # 100 C-level calls take well over 100 KiB of C stack.
+    assert d["in_use"] > 100 * 1024 > s["in_use"] > 0
+    assert d["high_water"] >= d["in_use"]
+    assert s["high_water"] >= s["in_use"]
+    # No stack: the main greenlet, an unstarted and a dead greenlet.
+    dead = Greenlet(lambda: None)
+    dead.switch()
+    for g in (getcurrent(), Greenlet(lambda: None), dead):
+        assert introspect.stack(g) == dict(size=0, in_use=0, high_water=0,
+                                           reserve=introspect.stack(g)["reserve"])
+        assert introspect.stack(g)["size"] == 0
+    with pytest.raises(TypeError):
+        introspect.stack(object())
+    deep.throw()
+    shallow.throw()
