@@ -90,7 +90,12 @@ for round in range(20):
     try:
         v = 0
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        # Not `while time.monotonic() < deadline`: CPython 3.13 skips the
+        # except clause when the signal lands in a while condition
+        # (CPython issue 130279; 30 of 40 runs without greenlets here).
+        while True:
+            if time.monotonic() >= deadline:
+                break
             v = g.switch(v)
         raise AssertionError("no KeyboardInterrupt")
     except KeyboardInterrupt:

@@ -46,14 +46,19 @@ def check_patched():
 
 def check_threads():
     seen = []
+    sleeping = [0, 0]           # now, peak
     lock = threading.Lock()
 
     def work(i):
         cur = greenlet.getcurrent()
         assert isinstance(cur, greenlet.greenlet)
         assert cur is not gevent.get_hub()
+        with lock:
+            sleeping[0] += 1
+            sleeping[1] = max(sleeping)
         time.sleep(0.05)                     # patched: yields to the hub
         with lock:
+            sleeping[0] -= 1
             seen.append((i, real_get_ident()))
 
     started = time.monotonic()
@@ -65,7 +70,8 @@ def check_threads():
     elapsed = time.monotonic() - started
     assert sorted(i for i, _ in seen) == list(range(50))
     assert {ident for _, ident in seen} == {MAIN_OS_THREAD}, "not green threads"
-    assert elapsed < 2.0, elapsed          # 50 x 0.05 s sequential would be 2.5 s
+    # The sleeps overlap (green threads), counted rather than timed.
+    assert sleeping[1] > 1, sleeping
     local = threading.local()
     values = []
 
@@ -77,7 +83,7 @@ def check_threads():
     [t.start() for t in ts]
     [t.join(5) for t in ts]
     assert values == [True] * 10
-    ok("threads", "%.3fs" % elapsed)
+    ok("threads", "%.3fs, up to %d asleep at once" % (elapsed, sleeping[1]))
 
 
 def check_sockets():
@@ -188,15 +194,13 @@ def check_pool():
 
 
 def check_timeout():
-    started = time.monotonic()
     try:
         with gevent.Timeout(0.05):
-            gevent.sleep(2)
+            gevent.sleep(30)
     except gevent.Timeout:
         pass
     else:
         raise AssertionError("Timeout did not fire")
-    assert time.monotonic() - started < 1.0
 
     class Custom(Exception):
         pass
