@@ -5,6 +5,7 @@
 #include "stack.h"
 
 #include "cgreenlet.h"
+#include "fault.h"
 #include "sanitizer.h"
 
 #include <errno.h>
@@ -130,9 +131,14 @@ static int map_failure(void) {
 
 static int stack_map(size_t size, greenlet__stack *out) {
   size_t map_size = GUARD_SIZE + size;
-  char *base = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
-                    0);
+  char *base;
+  if (greenlet__fault_hit()) {
+    base = MAP_FAILED; /* injected (fault.h) */
+    errno = ENOMEM;
+  } else {
+    base = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  }
   if (base == MAP_FAILED)
     return errno == ENOMEM ? map_failure() : GREENLET_ENOMEM;
   int rc = guard_mode == GUARD_MADVISE
@@ -209,7 +215,8 @@ static int list_push(greenlet__stack **list, size_t *n, size_t *cap,
                      const greenlet__stack *st) {
   if (*n == *cap) {
     size_t c = *cap ? 2 * *cap : 256;
-    greenlet__stack *p = realloc(*list, c * sizeof *p);
+    greenlet__stack *p =
+        greenlet__fault_hit() ? NULL : realloc(*list, c * sizeof *p);
     if (!p)
       return -1;
     *list = p;
@@ -223,6 +230,8 @@ static int spill_push(greenlet__pool *pool, const greenlet__stack *st) {
   return list_push(&pool->spill, &pool->nspill, &pool->capspill, st);
 }
 
+static void spill_trim(greenlet__pool *pool);
+
 /* Takes a stack of `size` from list, if any. */
 static int list_take(greenlet__stack *list, size_t *n, size_t size,
                      greenlet__stack *out) {
@@ -234,6 +243,120 @@ static int list_take(greenlet__stack *list, size_t *n, size_t size,
     }
   }
   return 0;
+}
+
+/*
+ * How much free stack address space is kept for reuse.  A kept stack costs
+ * no memory but its page tables: MADV_DONTNEED frees a page-table page only
+ * when the range covers it whole and it holds no guard marker, and the
+ * page-table page holding a stack's top also maps its neighbour's guard.  So
+ * each kept stack keeps about one page-table page (4 KiB for an 8 MiB stack;
+ * stacks smaller than what one page-table page maps share it).  Only munmap
+ * frees them.  The free stacks kept (by the purger, or in a thread's spill
+ * list) are therefore charged their estimated page tables: a page-table page
+ * per stack, or the fraction of one the stack's mapping covers.  Past
+ * KEEP_MAX the excess is unmapped, one munmap per contiguous run (trim_plan).
+ * 2 MiB of page tables: 512 free 8 MiB stacks, 3,855 of the default 256 KiB,
+ * 32,768 of the smallest.
+ */
+#define KEEP_MAX ((size_t)2 << 20)
+
+/* Forward: defined with the thread-exit code below. */
+static void unmap_sorted(greenlet__stack *v, size_t n);
+static long read_max_map_count(void);
+static long count_maps(void);
+
+static size_t keep_charge(const greenlet__stack *st) {
+  size_t reach = page_size / sizeof(void *) * page_size; /* one PT page */
+  size_t m = st->map_size < reach ? st->map_size : reach;
+  return m / (page_size / sizeof(void *));
+}
+
+/* A free stack that trimming may unmap: in the purger's list `list`, or in
+ * a pool's spill list (list NULL), at `index`. */
+typedef struct keep_span {
+  char *base, *end;
+  size_t charge;
+  void *list;
+  size_t index;
+  int cut; /* planned for unmapping */
+} keep_span;
+
+static int keep_span_by_address(const void *a, const void *b) {
+  const keep_span *x = a, *y = b;
+  return (x->base > y->base) - (x->base < y->base);
+}
+
+typedef struct keep_run {
+  size_t first, n;
+} keep_run;
+
+static int keep_run_longest(const void *a, const void *b) {
+  const keep_run *x = a, *y = b;
+  return (x->n < y->n) - (x->n > y->n);
+}
+
+/* Is the page at p mapped (by anything)?  mincore fails with ENOMEM on a
+ * hole. */
+static int page_mapped(const char *p) {
+  unsigned char v;
+  return mincore((void *)p, page_size, &v) == 0 || errno != ENOMEM;
+}
+
+/*
+ * Marks (cut = 1) free stacks of s[0 .. n), sorted by address, for
+ * unmapping, at least `excess` of charge if it can; returns the charge
+ * marked.  The VMA rule of stack.h still holds: with madvise guards,
+ * neighbouring stacks share one VMA, and unmapping a run of free stacks
+ * whose both neighbours are mapped splits it.  So:
+ *
+ * - runs are taken longest first (the most page tables per munmap);
+ * - a run that touches a hole (or other non-mergeable space: anything not
+ *   mapped next to it) is cut from that end: no new VMA;
+ * - a run mapped on both sides is cut only if it is two stacks or more
+ *   (a lone free stack between live ones shares its page-table pages with
+ *   them: unmapping it frees none) and while the process's VMA count is
+ *   below half of vm.max_map_count (read once, only when needed), each
+ *   such cut counted as one more VMA.
+ */
+static size_t trim_plan(keep_span *s, size_t n, size_t excess) {
+  keep_run *r = greenlet__fault_hit() ? NULL : malloc(n * sizeof *r);
+  if (!r)
+    return 0; /* no memory: keep them (address space, not a failure) */
+  size_t nr = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i == 0 || s[i].base != s[i - 1].end)
+      r[nr++] = (keep_run){i, 0};
+    r[nr - 1].n++;
+  }
+  qsort(r, nr, sizeof *r, keep_run_longest);
+  long splits = -1; /* VMAs we may still add; -1: not read yet */
+  size_t got = 0;
+  for (size_t k = 0; k < nr && got < excess; k++) {
+    size_t first = r[k].first, last = first + r[k].n - 1;
+    int lo_mapped = page_mapped(s[first].base - page_size);
+    int hi_mapped = page_mapped(s[last].end);
+    if (lo_mapped && hi_mapped) {
+      if (r[k].n < 2)
+        continue;
+      if (splits < 0) {
+        long room = read_max_map_count() / 2 - count_maps();
+        splits = room > 0 ? room : 0;
+      }
+      if (splits == 0)
+        continue;
+      splits--;
+    }
+    if (!lo_mapped) {
+      for (size_t i = first; i <= last && got < excess; i++)
+        s[i].cut = 1, got += s[i].charge;
+    } else {
+      for (size_t i = last + 1; i-- > first && got < excess;)
+        s[i].cut = 1, got += s[i].charge;
+    }
+  }
+  free(r);
+  return got;
 }
 
 /*
@@ -272,6 +395,8 @@ static struct {
   pthread_cond_t wake, idle;
   purge_list dirty, clean;
   unsigned long batches; /* batches done */
+  size_t kept;           /* keep_charge() of the stacks in dirty and clean */
+  size_t retry;          /* trim again once kept reaches this (0: at once) */
   int state;             /* 0: not started, 1: running, -1: inline (sync) */
   int sleeping;          /* the purger waits for work (wake it: a syscall) */
   int busy;              /* the purger holds a batch */
@@ -299,7 +424,8 @@ static int items_push(purge_list *l, const greenlet__stack *st,
       l->head = 0;
     } else {
       size_t c = l->cap ? 2 * l->cap : 256;
-      purge_item *p = realloc(l->v, c * sizeof *p);
+      purge_item *p =
+          greenlet__fault_hit() ? NULL : realloc(l->v, c * sizeof *p);
       if (!p)
         return -1;
       l->v = p;
@@ -323,6 +449,7 @@ static int items_take(purge_list *l, size_t size, greenlet__stack *out) {
     if (l->v[i].st.size == size) {
       *out = l->v[i].st;
       npurge_add(l->v[i].owner, -1);
+      purge.kept -= keep_charge(out);
       l->v[i] = l->v[--l->n];
       items_removed(l);
       return 1;
@@ -341,6 +468,59 @@ static void items_compact(purge_list *l) {
   items_removed(l);
 }
 
+/*
+ * Past KEEP_MAX, unmaps free stacks (clean or not yet purged: munmap frees
+ * the pages too) down to 3/4 of it, in contiguous runs (trim_plan).  Runs in
+ * the purger thread, with no batch in hand; drops purge.lock around the
+ * munmaps.  The stacks go from the lists (and their owners' counts) before
+ * the lock is dropped, so an exiting thread never sees them.  When little
+ * or nothing could go (lone stacks between live ones), it waits until the
+ * charge has grown by half before sorting again.
+ */
+static void purge_trim(void) {
+  if (purge.kept <= KEEP_MAX) {
+    purge.retry = 0;
+    return;
+  }
+  if (purge.kept < purge.retry)
+    return;
+  purge_list *lists[2] = {&purge.clean, &purge.dirty};
+  size_t n = purge.clean.n - purge.clean.head + purge.dirty.n - purge.dirty.head;
+  keep_span *s = greenlet__fault_hit() ? NULL : malloc(n * sizeof *s);
+  greenlet__stack *v = greenlet__fault_hit() ? NULL : malloc(n * sizeof *v);
+  size_t nv = 0;
+  if (s && v) {
+    size_t k = 0;
+    for (int j = 0; j < 2; j++)
+      for (size_t i = lists[j]->head; i < lists[j]->n; i++) {
+        const greenlet__stack *st = &lists[j]->v[i].st;
+        s[k++] = (keep_span){st->base, st->base + st->map_size,
+                             keep_charge(st), lists[j], i, 0};
+      }
+    qsort(s, n, sizeof *s, keep_span_by_address);
+    trim_plan(s, n, purge.kept - KEEP_MAX / 4 * 3);
+    for (size_t i = 0; i < n; i++) {
+      if (!s[i].cut)
+        continue;
+      purge_item *it = &((purge_list *)s[i].list)->v[s[i].index];
+      v[nv++] = it->st;
+      npurge_add(it->owner, -1);
+      purge.kept -= s[i].charge;
+      it->st.base = NULL;
+    }
+    items_compact(&purge.clean);
+    items_compact(&purge.dirty);
+  }
+  free(s);
+  purge.retry = purge.kept > KEEP_MAX ? purge.kept + purge.kept / 2 : 0;
+  if (nv > 0) {
+    pthread_mutex_unlock(&purge.lock);
+    unmap_sorted(v, nv); /* sorted: s was */
+    pthread_mutex_lock(&purge.lock);
+  }
+  free(v);
+}
+
 static void *purger(void *arg) {
   (void)arg;
   purge_item batch[PURGE_BATCH];
@@ -351,6 +531,9 @@ static void *purger(void *arg) {
       pthread_cond_wait(&purge.wake, &purge.lock);
       purge.sleeping = 0;
     }
+    purge_trim();
+    if (purge.dirty.n == purge.dirty.head)
+      continue; /* all of it went */
     /* The oldest first: the newest are the likeliest to be taken back. */
     size_t n = purge.dirty.n - purge.dirty.head;
     if (n > PURGE_BATCH)
@@ -367,6 +550,7 @@ static void *purger(void *arg) {
     pthread_mutex_lock(&purge.lock);
     for (size_t i = 0; i < n; i++) {
       if (items_push(&purge.clean, &batch[i].st, batch[i].owner) != 0) {
+        purge.kept -= keep_charge(&batch[i].st);
         greenlet__stack_unmap(&batch[i].st); /* no memory: let it go */
         npurge_add(batch[i].owner, -1);
       }
@@ -429,6 +613,7 @@ static int purge_push(greenlet__pool *pool, const greenlet__stack *st) {
   if (purge.state == 1 && items_push(&purge.dirty, st, pool) == 0) {
     rc = 0;
     npurge_add(pool, 1);
+    purge.kept += keep_charge(st);
     if (purge.sleeping)
       pthread_cond_signal(&purge.wake);
   }
@@ -459,8 +644,12 @@ int greenlet__stack_get(greenlet__pool *pool, size_t size,
             (pool->count - i) * sizeof pool->items[0]);
     return 0;
   }
-  if (list_take(pool->spill, &pool->nspill, size, out) ||
-      purge_take(size, out))
+  if (list_take(pool->spill, &pool->nspill, size, out)) {
+    size_t c = keep_charge(out);
+    pool->spill_kept -= c < pool->spill_kept ? c : pool->spill_kept;
+    return 0;
+  }
+  if (purge_take(size, out))
     return 0;
   pthread_once(&guard_once, guard_probe);
   return stack_map(size, out);
@@ -486,6 +675,8 @@ void greenlet__stack_put(greenlet__pool *pool, greenlet__stack *st) {
       st->cold = 1;
       if (spill_push(pool, st) == 0) {
         st->base = NULL;
+        pool->spill_kept += keep_charge(&pool->spill[pool->nspill - 1]);
+        spill_trim(pool);
         return;
       }
     }
@@ -522,6 +713,7 @@ static int by_address(const void *a, const void *b) {
 static void item_reclaim(greenlet__pool *pool, purge_list *l, size_t i) {
   purge_item *it = &l->v[i];
   npurge_add(it->owner, -1);
+  purge.kept -= keep_charge(&it->st);
   if (spill_push(pool, &it->st) == 0)
     it->st.base = NULL;
   else
@@ -590,7 +782,7 @@ static void purge_neighbours(greenlet__pool *pool) {
   }
   if (!touch)
     return;
-  span *s = malloc((nown + nfree) * sizeof *s);
+  span *s = greenlet__fault_hit() ? NULL : malloc((nown + nfree) * sizeof *s);
   if (!s)
     return; /* no memory: leave them (fragmentation, not a failure) */
   size_t n = 0;
@@ -669,6 +861,49 @@ static void unmap_sorted(greenlet__stack *v, size_t n) {
 }
 
 /*
+ * Without the purger (CGREENLET_PURGE=sync), the free stacks a thread keeps
+ * are in its spill list: the same budget (KEEP_MAX) and the same plan
+ * (trim_plan) apply there.  They are the thread's own, so it unmaps them.
+ */
+static void spill_trim(greenlet__pool *pool) {
+  if (pool->spill_kept <= KEEP_MAX) {
+    pool->spill_retry = 0;
+    return;
+  }
+  if (pool->spill_kept < pool->spill_retry)
+    return;
+  size_t n = pool->nspill, nv = 0;
+  keep_span *s = greenlet__fault_hit() ? NULL : malloc(n * sizeof *s);
+  greenlet__stack *v = greenlet__fault_hit() ? NULL : malloc(n * sizeof *v);
+  if (s && v) {
+    for (size_t i = 0; i < n; i++) {
+      const greenlet__stack *st = &pool->spill[i];
+      s[i] = (keep_span){st->base, st->base + st->map_size, keep_charge(st),
+                         NULL, i, 0};
+    }
+    qsort(s, n, sizeof *s, keep_span_by_address);
+    trim_plan(s, n, pool->spill_kept - KEEP_MAX / 4 * 3);
+    for (size_t i = 0; i < n; i++) {
+      if (!s[i].cut)
+        continue;
+      v[nv++] = pool->spill[s[i].index];
+      pool->spill_kept -= s[i].charge;
+      pool->spill[s[i].index].base = NULL;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+      if (pool->spill[i].base)
+        pool->spill[w++] = pool->spill[i];
+    pool->nspill = w;
+  }
+  free(s);
+  pool->spill_retry =
+      pool->spill_kept > KEEP_MAX ? pool->spill_kept + pool->spill_kept / 2 : 0;
+  unmap_sorted(v, nv);
+  free(v);
+}
+
+/*
  * Thread exit: unmaps the pool, the spill list (stacks of the thread's
  * suspended greenlets included), and the stacks this thread released to
  * the purger, lowest first and in contiguous runs.  Stacks other threads
@@ -687,4 +922,5 @@ void greenlet__pool_clear(greenlet__pool *pool) {
   free(pool->spill);
   pool->spill = NULL;
   pool->nspill = pool->capspill = 0;
+  pool->spill_kept = pool->spill_retry = 0;
 }

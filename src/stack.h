@@ -34,17 +34,21 @@ typedef struct greenlet__stack {
  * mode a stack released into a full pool is not unmapped but handed to the
  * process-wide purger (stack.c), which gives its pages back and lets any
  * thread reuse it, or, without the purger (CGREENLET_PURGE=sync), kept in
- * `spill`, pages given back.  Its address space is reused by later stacks
- * and unmapped at the exit of the thread that released it, in address
- * order, one munmap per contiguous run, together with the purger's free
- * stacks that lie between two of its own (so that the exit leaves no
- * fragments behind; stacks other threads released otherwise stay).
+ * `spill`, pages given back.  Its address space is reused by later stacks.
+ * Kept free stacks still hold page tables, so past a budget of those
+ * (stack.c: KEEP_MAX) the excess is unmapped in contiguous runs that split
+ * no VMA needlessly (trim_plan).  The rest is unmapped at the exit of the
+ * thread that released it, in address order, one munmap per contiguous run,
+ * together with the purger's free stacks that lie between two of its own
+ * (so that the exit leaves no fragments behind; stacks other threads
+ * released otherwise stay).
  */
 typedef struct greenlet__pool {
   unsigned count;
   greenlet__stack items[GREENLET__POOL_MAX];
   greenlet__stack *spill;
   size_t nspill, capspill;
+  size_t spill_kept, spill_retry; /* free stacks' charge (stack.c: KEEP_MAX) */
   size_t npurge; /* stacks this pool released that the purger holds */
 } greenlet__pool;
 

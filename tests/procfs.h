@@ -58,4 +58,18 @@ static inline double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* ThreadSanitizer maps shadow and meta memory for every range the program
+ * maps, and keeps those mappings after munmap: mapping counts mean nothing
+ * there (VmSize still does). */
+#if defined(__SANITIZE_THREAD__)
+#define MAPS_MEANINGFUL 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MAPS_MEANINGFUL 0
+#endif
+#endif
+#ifndef MAPS_MEANINGFUL
+#define MAPS_MEANINGFUL 1
+#endif
+
 #endif

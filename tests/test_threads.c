@@ -108,19 +108,6 @@ static void join_thread(pthread_t t) {
 
 /* ---- /proc/self readings ----------------------------------------------- */
 
-/* ThreadSanitizer maps shadow and meta memory for every range the program
- * maps, and keeps those mappings after munmap: mapping counts mean nothing
- * there (VmSize still does). */
-#if defined(__SANITIZE_THREAD__)
-#define MAPS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MAPS_MEANINGFUL 0
-#endif
-#endif
-#ifndef MAPS_MEANINGFUL
-#define MAPS_MEANINGFUL 1
-#endif
 
 
 /* A body that parks: echoes every value back to its parent until it is
