@@ -14,12 +14,26 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
+GDB_SCRIPT = "gdb/cgreenlet-gdb.py"
+
+
 class BuildExt(build_ext):
-    """Lets the compiler take the assembly (.S) context switch."""
+    """Lets the compiler take the assembly (.S) context switch, and puts
+    the gdb extension next to the module as <module file>-gdb.py, the name
+    gdb auto-loads it by (docs/debugging.md)."""
 
     def build_extensions(self):
         self.compiler.src_extensions.append(".S")
         build_ext.build_extensions(self)
+        for ext in self.extensions:
+            self.copy_file(GDB_SCRIPT, self._gdb_script(ext))
+
+    def _gdb_script(self, ext):
+        return self.get_ext_fullpath(ext.name) + "-gdb.py"
+
+    def get_outputs(self):
+        return build_ext.get_outputs(self) + [
+            self._gdb_script(ext) for ext in self.extensions]
 
 
 machine = platform.machine()

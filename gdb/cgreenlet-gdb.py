@@ -3,6 +3,7 @@
 #   info greenlets          every greenlet of every thread of the process
 #   greenlet bt ID [ARGS]   backtrace of greenlet ID (ARGS go to `bt`)
 #   greenlet bt all [ARGS]  backtrace of every started, live greenlet
+#   greenlet py-bt ID|all   Python frames of greenlets of the CPython module
 #   $greenlet(ID)           the greenlet_t * of greenlet ID
 #
 # Load it with `source gdb/cgreenlet-gdb.py`, or install it as
@@ -75,8 +76,9 @@ def _read_words(addr, n):
 
 
 def _registries():
-    """The greenlet__threads heads of every objfile holding the core (a
-    program may link the library more than once, e.g. a Python module)."""
+    """[(objfile or None, greenlet__threads head)] of every objfile holding
+    the core (a program may link the library more than once, e.g. a Python
+    module)."""
     seen, out = set(), []
     objfiles = list(gdb.objfiles())
     for objfile in objfiles:
@@ -95,10 +97,10 @@ def _registries():
         addr = int(val.address) if val.address is not None else id(val)
         if addr not in seen:
             seen.add(addr)
-            out.append(val)
+            out.append((objfile, val))
     if not out:
         try:
-            out.append(gdb.parse_and_eval("greenlet__threads"))
+            out.append((None, gdb.parse_and_eval("greenlet__threads")))
         except gdb.error:
             raise CgreenletError(
                 "cgreenlet: no symbol greenlet__threads: the program is not "
@@ -140,9 +142,10 @@ class Thread(object):
 class Greenlet(object):
     """One greenlet record, decoded."""
 
-    def __init__(self, ptr, thread):
+    def __init__(self, ptr, thread, objfile=None):
         value = ptr.dereference()
         self.ptr = ptr
+        self.objfile = objfile  # the copy of the core it belongs to
         self.value = value
         self.addr = _ptr(ptr)
         self.thread = thread
@@ -258,7 +261,7 @@ def all_greenlets():
     first, greenlets in creation order (main first)."""
     gthreads = _gdb_threads()
     result = []
-    for head in _registries():
+    for objfile, head in _registries():
         ts = head
         states = []
         while _ptr(ts) != 0:
@@ -270,7 +273,7 @@ def all_greenlets():
             g = ts["all"]
             n = 0
             while _ptr(g) != 0:
-                gs.append(Greenlet(g, t))
+                gs.append(Greenlet(g, t, objfile))
                 g = g["all_next"]
                 n += 1
                 if n > 10000000:
@@ -301,6 +304,11 @@ def find_greenlet(spec):
                 return g
             if want is None and g.name == spec:
                 return g
+    if want is not None:  # a Python greenlet's object: id(g)
+        for t, gs in everything:
+            for g in gs:
+                if g.userdata == want and python_object(g):
+                    return g
     if want is None:
         try:
             want = int(gdb.parse_and_eval(spec))
@@ -543,10 +551,384 @@ def greenlet_backtrace(g, bt_args=""):
     raise CgreenletError("greenlet %d is %s: it has no stack" % (g.id, st))
 
 
+# ---- the CPython module: Python frames -----------------------------------
+#
+# The greenlet module (python/src/greenlet_module.c) compiles its own copy of
+# the core; each record's userdata is its PyGreenlet, whose pimpl->st holds
+# the interpreter state a suspended greenlet carries (python/src/pystate_*.h)
+# and pimpl->thread->tstate the thread's PyThreadState.  Frames, code
+# objects and those structs are read through the module's DWARF, field by
+# field, which tells the CPython version apart (3.9 to 3.13).  Strings,
+# bytes and location tables are decoded here: CPython's own python-gdb.py
+# needs the interpreter's debug info, which Debian's python3 does not ship.
+
+_PY_MODULES = {}  # objfile filename -> _PyModule or None
+
+
+class _PyModule(object):
+    """The greenlet module in one objfile: its types and CPython layout."""
+
+    def __init__(self, objfile, block):
+        self.objfile = objfile
+        look = lambda n: gdb.lookup_type(n, block)
+        self.greenlet_t = look("PyGreenlet").pointer()
+        st_fields = [f.name for f in look("cg_pystate").fields()]
+        if "datastack_chunk" in st_fields:
+            self.frame_t = look("_PyInterpreterFrame")
+            ff = [f.name for f in self.frame_t.fields()]
+            self.version = ((3, 13) if "f_executable" in ff else
+                            (3, 12) if "py_recursion_depth" in st_fields else
+                            (3, 11))
+        else:
+            self.frame_t = look("PyFrameObject")
+            self.version = ((3, 10) if "recursion_headroom" in st_fields
+                            else (3, 9))
+        self.code_t = look("PyCodeObject").pointer()
+        self.ts_t = look("PyThreadState")
+        self.code_fields = set(f.name for f in look("PyCodeObject").fields())
+        # PyASCIIObject and PyCompactUnicodeObject: 3.12 dropped wstr.
+        self.ascii_size, self.compact_size = ((48, 72) if self.version < (3, 12)
+                                              else (40, 56))
+
+
+def _py_module(g):
+    """The greenlet module that g's record belongs to, or None (a C
+    greenlet, or a module built without debug info)."""
+    objfile = g.objfile
+    if objfile is None:
+        return None
+    key = objfile.filename
+    if key not in _PY_MODULES:
+        mod = None
+        try:
+            sym = objfile.lookup_static_symbol("PyGreenlet_Type")
+            if sym is not None:
+                mod = _PyModule(objfile, sym.symtab.static_block())
+        except (gdb.error, AttributeError, RuntimeError):
+            mod = None
+        _PY_MODULES[key] = mod
+    return _PY_MODULES[key]
+
+
+def _read(addr, n):
+    return bytes(gdb.selected_inferior().read_memory(addr, n))
+
+
+def _i64(addr):
+    return int.from_bytes(_read(addr, 8), "little", signed=True)
+
+
+def _py_str(mod, addr):
+    """A str object's text (at most 1,000 characters)."""
+    if not addr:
+        return "?"
+    length = _i64(addr + 16)
+    state = int.from_bytes(_read(addr + 32, 4), "little")
+    kind, compact, ascii = (state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1
+    if kind not in (1, 2, 4) or not 0 <= length < 1 << 30:
+        return "?"
+    if compact:
+        data = addr + (mod.ascii_size if ascii else mod.compact_size)
+    else:
+        data = _i64(addr + mod.compact_size)  # PyUnicodeObject.data.any
+    n = min(length, 1000)
+    raw = _read(data, n * kind)
+    return raw.decode({1: "latin-1", 2: "utf-16-le", 4: "utf-32-le"}[kind],
+                      "replace")
+
+
+def _py_bytes(addr):
+    """A bytes object's contents (ob_size at 16, ob_sval at 32)."""
+    n = _i64(addr + 16)
+    return _read(addr + 32, n) if 0 <= n < 1 << 24 else b""
+
+
+def _varint(tab, i):
+    """Location table varint (6-bit chunks, 0x40: more follow)."""
+    b = tab[i]
+    val, shift, i = b & 63, 6, i + 1
+    while b & 64:
+        b = tab[i]
+        val |= (b & 63) << shift
+        shift += 6
+        i += 1
+    return val, i
+
+
+def _svarint(tab, i):
+    val, i = _varint(tab, i)
+    return (-(val >> 1) if val & 1 else val >> 1), i
+
+
+def _line_311(tab, first, unit):
+    """Line of code unit `unit` from a 3.11+ location table
+    (Objects/locations.md): entries of 1..8 units, each a code in bits
+    3-6 of its first byte saying how the line moves."""
+    line, addr, i = first, 0, 0
+    while i < len(tab):
+        head = tab[i]
+        code, length = (head >> 3) & 15, (head & 7) + 1
+        i += 1
+        if code == 15:            # no location
+            delta, here = 0, None
+        elif code == 14:          # long form
+            delta, i = _svarint(tab, i)
+            for _ in range(3):
+                _, i = _varint(tab, i)
+            here = True
+        elif code == 13:          # no columns
+            delta, i = _svarint(tab, i)
+            here = True
+        elif code >= 10:          # one line, two column bytes
+            delta, i, here = code - 10, i + 2, True
+        else:                     # short form, one column byte
+            delta, i, here = 0, i + 1, True
+        line += delta
+        if addr <= unit < addr + length:
+            return line if here else None
+        addr += length
+    return None
+
+
+def _line_310(tab, first, byte):
+    """3.10's co_linetable: (bytes, line delta) pairs, -128 for none."""
+    line, addr = first, 0
+    for k in range(0, len(tab) - 1, 2):
+        sdelta, ldelta = tab[k], tab[k + 1]
+        ldelta = ldelta - 256 if ldelta > 127 else ldelta
+        here = None
+        if ldelta != -128:
+            line += ldelta
+            here = line
+        if addr <= byte < addr + sdelta:
+            return here
+        addr += sdelta
+    return None
+
+
+def _line_39(tab, first, byte):
+    """3.9's co_lnotab: (bytes, line delta) pairs, the line changing where
+    the address reaches a pair."""
+    line, addr = first, 0
+    for k in range(0, len(tab) - 1, 2):
+        addr += tab[k]
+        if addr > byte:
+            break
+        d = tab[k + 1]
+        line += d - 256 if d > 127 else d
+    return line
+
+
+class PyFrame(object):
+    """One Python frame: file, line (None if unknown), function."""
+
+    def __init__(self, filename, line, name):
+        self.filename, self.line, self.name = filename, line, name
+
+    def __str__(self):
+        return 'File "%s", line %s, in %s' % (
+            self.filename, self.line if self.line is not None else "?",
+            self.name)
+
+
+def _py_code_frame(mod, code, unit):
+    """PyFrame of code object `code` (a gdb.Value, PyCodeObject *) at code
+    unit (3.10+) or byte (3.9) `unit`."""
+    c = code.dereference()
+    filename = _py_str(mod, _ptr(c["co_filename"]))
+    name = _py_str(mod, _ptr(c["co_qualname" if "co_qualname" in
+                                mod.code_fields else "co_name"]))
+    first = int(c["co_firstlineno"])
+    try:
+        if mod.version >= (3, 11):
+            line = _line_311(_py_bytes(_ptr(c["co_linetable"])), first, unit)
+        elif mod.version == (3, 10):
+            line = _line_310(_py_bytes(_ptr(c["co_linetable"])), first, 2 * unit)
+        else:
+            line = _line_39(_py_bytes(_ptr(c["co_lnotab"])), first, unit)
+    except (IndexError, gdb.MemoryError):
+        line = None
+    return PyFrame(filename, line, name)
+
+
+def _py_groups(mod, top):
+    """The Python frames from frame pointer `top` (a gdb.Value, NULL for
+    none) down, innermost first, in groups: one per C call of
+    _PyEval_EvalFrameDefault, innermost first."""
+    groups, cur, n = [], [], 0
+    f = top
+    while _ptr(f) != 0 and n < 100000:
+        n += 1
+        v = f.dereference()
+        if mod.version >= (3, 11):
+            owner = int(v["owner"])
+            if mod.version >= (3, 12) and owner == 3:  # FRAME_OWNED_BY_CSTACK
+                groups.append(cur)
+                cur = []
+                f = v["previous"]
+                continue
+            if mod.version >= (3, 13):
+                code = v["f_executable"].cast(mod.code_t)
+                ip = v["instr_ptr"]
+            else:
+                code = v["f_code"]
+                ip = v["prev_instr"]
+            base = _ptr(code.dereference()["co_code_adaptive"].address)
+            unit = (_ptr(ip) - base) // 2
+            if unit >= 0 and owner in (0, 1):  # thread's or generator's
+                cur.append(_py_code_frame(mod, code, unit))
+            if mod.version == (3, 11) and int(v["is_entry"]):
+                groups.append(cur)
+                cur = []
+            f = v["previous"]
+        else:
+            # One PyFrameObject per C call; f_lasti: 3.10 counts code
+            # units, 3.9 bytes.
+            cur.append(_py_code_frame(mod, v["f_code"], int(v["f_lasti"])))
+            groups.append(cur)
+            cur = []
+            f = v["f_back"]
+    if cur:
+        groups.append(cur)
+    return [grp for grp in groups if grp]
+
+
+def _py_impl(g, mod):
+    """The cg_impl of Python greenlet g, or None."""
+    if not g.userdata:
+        return None
+    obj = gdb.Value(g.userdata).cast(mod.greenlet_t).dereference()
+    impl = obj["pimpl"]
+    return impl.dereference() if _ptr(impl) else None
+
+
+def python_frames(g):
+    """The Python frames of greenlet g as [[PyFrame]] (see _py_groups), or
+    None if g is not a Python greenlet."""
+    mod = _py_module(g)
+    if mod is None:
+        return None
+    impl = _py_impl(g, mod)
+    if impl is None:
+        return None
+    state = g.state
+    if state == "suspended":
+        st = impl["st"]
+        if mod.version >= (3, 13) or mod.version < (3, 11):
+            top = st["frame"]
+        else:
+            cframe = st["cframe"]
+            if _ptr(cframe) == 0:
+                return []
+            top = cframe.dereference()["current_frame"]
+    elif state == "running":
+        th = impl["thread"]
+        if _ptr(th) == 0 or _ptr(th.dereference()["tstate"]) == 0:
+            return []
+        ts = th.dereference()["tstate"].dereference()
+        if mod.version >= (3, 13):
+            top = ts["current_frame"]
+        elif mod.version >= (3, 11):
+            top = ts["cframe"].dereference()["current_frame"]
+        else:
+            top = ts["frame"]
+    else:
+        return []
+    return _py_groups(mod, top)
+
+
+def python_object(g):
+    """The address of greenlet g's Python object (id(g)), or 0."""
+    mod = _py_module(g)
+    return g.userdata if mod is not None else 0
+
+
+def _python_bt_hook(g, frames):
+    """Adds each C call of _PyEval_EvalFrameDefault's Python frames after
+    its line.  The groups and the C frames pair off innermost first; what a
+    short backtrace (bt N) leaves unpaired is not shown."""
+    try:
+        groups = python_frames(g)
+    except (gdb.error, gdb.MemoryError) as e:
+        return frames + [(None, "    (Python frames unreadable: %s)\n" % e)]
+    if not groups:
+        return None
+    out, k = [], 0
+    for frame, text in frames:
+        out.append((frame, text))
+        if (k < len(groups) and frame is not None
+                and frame.name() == "_PyEval_EvalFrameDefault"):
+            for pf in groups[k]:
+                out.append((None, "    py: %s\n" % pf))
+            k += 1
+    return out
+
+
+# Built in: a reload replaces the previous copy instead of adding one.
+_python_bt_hook.cgreenlet_builtin = True
+_bt_hooks[:] = [h for h in _bt_hooks
+                if not getattr(h[1], "cgreenlet_builtin", False)]
+register_bt_hook(_python_bt_hook)
+
+
+def _source_line(filename, line):
+    try:
+        with open(filename, encoding="utf-8", errors="replace") as fh:
+            for i, text in enumerate(fh, 1):
+                if i == line:
+                    return text.strip()
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+def python_backtrace(g):
+    """py-bt's text for greenlet g: "Traceback (most recent call first):"
+    and a File/line/function entry per frame with its source line, or why
+    there is none."""
+    groups = python_frames(g)
+    if groups is None:
+        return "  (not a Python greenlet)\n"
+    if not groups:
+        return "  (no Python frames: %s)\n" % g.state
+    lines = ["Traceback (most recent call first):\n"]
+    for grp in groups:
+        for pf in grp:
+            lines.append("  %s\n" % pf)
+            src = _source_line(pf.filename, pf.line) if pf.line else None
+            if src:
+                lines.append("    %s\n" % src)
+    return "".join(lines)
+
+
 def _header(g):
-    return "Greenlet %d%s (%s, thread %s, %s):\n" % (
+    obj = python_object(g)
+    return "Greenlet %d%s (%s, thread %s, %s%s):\n" % (
         g.id, ' "%s"' % g.name if g.name else "", g.state, g.thread.label(),
-        g.run_name())
+        g.run_name(), ", Python object 0x%x" % obj if obj else "")
+
+
+def _each_greenlet(spec, show):
+    """show(g) for greenlet spec, or for every running or suspended one
+    (spec "all"), each after its header."""
+    if spec != "all":
+        g = find_greenlet(spec)
+        gdb.write(_header(g))
+        show(g)
+        return
+    first = True
+    for t, gs in all_greenlets():
+        for g in gs:
+            if g.state not in ("running", "suspended"):
+                continue
+            if not first:
+                gdb.write("\n")
+            first = False
+            gdb.write(_header(g))
+            try:
+                show(g)
+            except gdb.error as e:
+                gdb.write("  (%s)\n" % e)
 
 
 class GreenletPrefix(gdb.Command):
@@ -570,26 +952,27 @@ class GreenletBt(gdb.Command):
         if not parts:
             raise gdb.GdbError("usage: greenlet bt ID|NAME|ADDRESS|all [bt options]")
         spec, rest = parts[0], parts[1] if len(parts) > 1 else ""
-        if spec == "all":
-            first = True
-            for t, gs in all_greenlets():
-                for g in gs:
-                    if g.state not in ("running", "suspended"):
-                        continue
-                    if not first:
-                        gdb.write("\n")
-                    first = False
-                    gdb.write(_header(g))
-                    try:
-                        for _, txt in greenlet_backtrace(g, rest):
-                            gdb.write(txt)
-                    except gdb.error as e:
-                        gdb.write("  (%s)\n" % e)
-            return
-        g = find_greenlet(spec)
-        gdb.write(_header(g))
-        for _, txt in greenlet_backtrace(g, rest):
-            gdb.write(txt)
+
+        def show(g):
+            for _, txt in greenlet_backtrace(g, rest):
+                gdb.write(txt)
+        _each_greenlet(spec, show)
+
+
+class GreenletPyBt(gdb.Command):
+    """Python backtrace of a greenlet of the CPython module, like py-bt:
+    greenlet py-bt ID|ADDRESS|all.  ADDRESS may be the greenlet object's
+    (id(g) in Python).  Reads the frames the greenlet's saved interpreter
+    state holds; the C stack is not unwound."""
+
+    def __init__(self):
+        super(GreenletPyBt, self).__init__("greenlet py-bt", gdb.COMMAND_STACK)
+
+    def invoke(self, arg, from_tty):
+        spec = arg.strip()
+        if not spec:
+            raise gdb.GdbError("usage: greenlet py-bt ID|ADDRESS|all")
+        _each_greenlet(spec, lambda g: gdb.write(python_backtrace(g)))
 
 
 class GreenletFunction(gdb.Function):
@@ -606,6 +989,7 @@ class GreenletFunction(gdb.Function):
 InfoGreenlets()
 GreenletPrefix()
 GreenletBt()
+GreenletPyBt()
 GreenletFunction()
 
 # Other gdb scripts (an interpreter's, adding its frames) reach this one as
@@ -614,6 +998,7 @@ _mod = types.ModuleType("cgreenlet_gdb")
 _mod.__doc__ = "cgreenlet's gdb extension (gdb/cgreenlet-gdb.py)"
 for _name in ("register_bt_hook", "all_greenlets", "find_greenlet",
               "greenlet_backtrace", "Greenlet", "Thread", "CgreenletError",
+              "python_frames", "python_backtrace", "python_object", "PyFrame",
               "_bt_hooks"):
     setattr(_mod, _name, globals()[_name])
 sys.modules["cgreenlet_gdb"] = _mod

@@ -8,7 +8,7 @@ declare -A PKGS=(
   [build]="gcc make libc6-dev pkg-config valgrind"
   [test]="g++ gdb libcriterion-dev valgrind clang libclang-rt-14-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-user-binfmt"
   [bench]="g++ libboost-context-dev python3-matplotlib"
-  [python]="python3-dev python3-setuptools python3-pytest python3-greenlet python3-gevent python3-eventlet python3-objgraph python3-psutil wrk"
+  [python]="python3-dev python3-setuptools python3-pytest gdb python3-greenlet python3-gevent python3-eventlet python3-objgraph python3-psutil wrk"
   # what scripts/test-python-versions.sh stages for the pyenv interpreters
   # (pure Python; exceptiongroup and tomli are pytest's needs before 3.11)
   [pyversions]="python3-setuptools python3-pytest python3-exceptiongroup python3-tomli python3-objgraph"
