@@ -335,7 +335,8 @@ class InfoGreenlets(gdb.Command):
     """List every greenlet of every thread: id, thread (gdb's number and
     LWP, or "exited"), state, parent id, stack bytes in use (suspended:
     from the saved stack pointer to the top; running: from the thread's
-    $sp), the stack range, the run function and the name."""
+    $sp), the stack range, the run function and the name (for greenlets
+    of the Python module: the type of the greenlet object)."""
 
     def __init__(self):
         super(InfoGreenlets, self).__init__("info greenlets", gdb.COMMAND_STATUS)
@@ -357,7 +358,8 @@ class InfoGreenlets(gdb.Command):
                 mark = "*" if (g.state == "running" and t.tid == sel_lwp) else " "
                 rows.append((mark, str(g.id), t.label(), g.state,
                              str(g.parent_id) if g.parent_id else "-",
-                             _size(g.in_use()), rng, g.run_name(), g.name))
+                             _size(g.in_use()), rng, g.run_name(),
+                             g.name or python_type_name(g)))
         head = (" ", "Id", "Thread", "State", "Parent", "In use", "Stack",
                 "Function", "Name")
         widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
@@ -841,6 +843,22 @@ def python_object(g):
     """The address of greenlet g's Python object (id(g)), or 0."""
     mod = _py_module(g)
     return g.userdata if mod is not None else 0
+
+
+def python_type_name(g):
+    """The type name of greenlet g's Python object ("greenlet.greenlet",
+    gevent's "Hub" ...), or "" for a C greenlet."""
+    obj = python_object(g)
+    if not obj:
+        return ""
+    try:
+        ob = gdb.Value(obj).cast(_py_module(g).greenlet_t).dereference()
+        tp = ob["ob_base"]["ob_type"].dereference()
+        name = _ptr(tp["tp_name"])
+        raw = _read(name, min(200, 4096 - name % 4096))  # not past its page
+        return raw.split(b"\0")[0].decode("utf-8", "replace")
+    except (gdb.error, gdb.MemoryError):
+        return "?"
 
 
 def _python_bt_hook(g, frames):

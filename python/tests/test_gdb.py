@@ -95,6 +95,8 @@ def _check(text):
                                      "suspended", "dead", "running",
                                      "suspended"]), info
     assert sum("green_run" in r for r in rows) == 5, info
+    # Name: the type of each greenlet object.
+    assert all(r.rstrip().endswith("  greenlet.greenlet") for r in rows), info
     # py-bt of every live greenlet, innermost first: the main thread's
     # main greenlet stopped in stop() (one of its two lines: kill or
     # abort), the worker thread's waiting in worker().
