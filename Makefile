@@ -106,7 +106,7 @@ $(BUILD)/examples/%: examples/%.c $(STATIC) include/cgreenlet.h
 # The C test suite (Criterion).  Statically linked to the library so one
 # binary exercises exactly this variant.
 tests: $(TEST_BIN)
-$(TEST_BIN): $(TEST_SRCS) tests/helpers.h tests/standalone.h $(STATIC)
+$(TEST_BIN): $(TEST_SRCS) $(wildcard tests/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -D_GNU_SOURCE $(TEST_SRCS) -o $@ $(STATIC) $(LDFLAGS) -lcriterion -lm
 

@@ -438,6 +438,16 @@ def plots(data, imgdir):
     import matplotlib.pyplot as plt
     os.makedirs(imgdir, exist_ok=True)
     files = {}
+
+    def finish(fig, key, name, title):
+        # Every figure ends alike: its title, the layout, the PNG under imgdir
+        # (files[key] is the name the markdown links to), and the figure freed.
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        files[key] = name
+        fig.savefig(os.path.join(imgdir, name))
+        plt.close(fig)
+
     colors = {"stock": "#d62728", "cgreenlet": "#1f77b4", "boost": "#7f7f7f"}
 
     # 1. switch cost against depth: linear axes (the shape) and log time
@@ -479,12 +489,9 @@ def plots(data, imgdir):
                                                       lambda m: (m - icept) / slope))
             top.set_xlabel("C stack held by the parked greenlet (MiB)", fontsize=9)
     a1.legend(loc="upper left", fontsize=9)
-    fig.suptitle("Python greenlet switch cost against C stack depth (%s)"
-                 % runs_text(len(rows[0]["stock_ns"])), fontsize=11)
-    fig.tight_layout()
-    files["depth"] = "bench-switch-depth.png"
-    fig.savefig(os.path.join(imgdir, files["depth"]))
-    plt.close(fig)
+    finish(fig, "depth", "bench-switch-depth.png",
+           "Python greenlet switch cost against C stack depth (%s)"
+           % runs_text(len(rows[0]["stock_ns"])))
 
     # 2. memory per parked greenlet against count
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4), dpi=100)
@@ -506,11 +513,8 @@ def plots(data, imgdir):
         a.set_ylabel("resident memory each (KiB)")
         a.grid(True, which="both", alpha=0.3)
         a.legend(fontsize=8, loc="lower left")
-    fig.suptitle("Memory per parked greenlet (RSS delta / count)", fontsize=11)
-    fig.tight_layout()
-    files["memory"] = "bench-memory.png"
-    fig.savefig(os.path.join(imgdir, files["memory"]))
-    plt.close(fig)
+    finish(fig, "memory", "bench-memory.png",
+           "Memory per parked greenlet (RSS delta / count)")
 
     # 3. C core against Boost.Context: a panel per figure, each its own scale
     ct = data["c_timed"]
@@ -528,12 +532,9 @@ def plots(data, imgdir):
         a.margins(y=0.15)
         a.grid(True, axis="y", alpha=0.3)
     axs[0].set_ylabel("ns (lower is better)")
-    fig.suptitle("C core against Boost.Context (%s; ratio libcgreenlet / Boost)"
-                 % runs_text(len(ct[0]["cgreenlet_ns"])), fontsize=11)
-    fig.tight_layout()
-    files["c"] = "bench-c.png"
-    fig.savefig(os.path.join(imgdir, files["c"]))
-    plt.close(fig)
+    finish(fig, "c", "bench-c.png",
+           "C core against Boost.Context (%s; ratio libcgreenlet / Boost)"
+           % runs_text(len(ct[0]["cgreenlet_ns"])))
     return files
 
 

@@ -3,6 +3,7 @@
  * values, errors, parents, dead greenlets, kill, destroy, queries.
  */
 #include "helpers.h"
+#include "run_once.h"
 
 #include <execinfo.h>
 #include <fenv.h>
@@ -575,12 +576,7 @@ static int kill_self_attempt(greenlet_t *self, void *arg, void **result) {
 }
 
 Test(core, kill_current_refused_inside_greenlet) {
-  greenlet_t *g;
-  void *v;
-  EXPECT_RC(greenlet_create(&g, kill_self_attempt, NULL, NULL), 0);
-  EXPECT_RC(greenlet_switch(g, NULL, &v), GREENLET_OK);
-  cr_assert_eq(I(v), GREENLET_EINVAL);
-  EXPECT_RC(greenlet_destroy(g, 0), 0);
+  cr_assert_eq(I(run_once(kill_self_attempt)), GREENLET_EINVAL);
 }
 
 /* The killed greenlet's result comes back to the killer even when its parent
@@ -681,12 +677,7 @@ static int destroy_self(greenlet_t *self, void *arg, void **result) {
 }
 
 Test(core, destroy_current_refused) {
-  greenlet_t *g;
-  void *v;
-  EXPECT_RC(greenlet_create(&g, destroy_self, NULL, NULL), 0);
-  EXPECT_RC(greenlet_switch(g, NULL, &v), GREENLET_OK);
-  cr_assert_eq(I(v), GREENLET_EBUSY);
-  EXPECT_RC(greenlet_destroy(g, 0), 0);
+  cr_assert_eq(I(run_once(destroy_self)), GREENLET_EBUSY);
 }
 
 /* A parent record outlives its handle while a child names it. */
@@ -766,13 +757,9 @@ static int take_backtrace(greenlet_t *self, void *arg, void **result) {
 }
 
 Test(core, backtrace_stops_at_entry) {
-  greenlet_t *g;
-  void *v;
-  EXPECT_RC(greenlet_create(&g, take_backtrace, NULL, NULL), 0);
-  EXPECT_RC(greenlet_switch(g, NULL, &v), GREENLET_OK);
+  void *v = run_once(take_backtrace);
   cr_assert_gt(I(v), 1);
   cr_assert_lt(I(v), 10, "backtrace inside a greenlet has %d frames", (int)I(v));
-  EXPECT_RC(greenlet_destroy(g, 0), 0);
 }
 
 #if defined(__x86_64__) && !defined(GREENLET_NO_FPU_SAVE)
@@ -812,14 +799,10 @@ static int main_stack_use(greenlet_t *self, void *arg, void **result) {
 }
 
 Test(core, suspended_main_reports_stack_in_use) {
-  greenlet_t *g;
-  void *v;
-  EXPECT_RC(greenlet_create(&g, main_stack_use, NULL, NULL), 0);
-  EXPECT_RC(greenlet_switch(g, NULL, &v), GREENLET_OK);
+  void *v = run_once(main_stack_use);
   cr_assert_gt(I(v), 0);
   cr_assert_lt(I(v), 8 << 20);
   cr_assert_eq(greenlet_stack_in_use(greenlet_main()), 0); /* running */
-  EXPECT_RC(greenlet_destroy(g, 0), 0);
 }
 
 /* Regression (found by the fuzzer): a greenlet finishing right after

@@ -1265,17 +1265,7 @@ static int run_fn(greenlet_t *self, void *arg, void **result) {
   int status = rc == GREENLET_ERROR ? GREENLET_ERROR : GREENLET_OK;
   N[me].state = ST_D;
   N[me].resv = NULL;
-  int t = N[me].parent;
-  for (;;) {
-    if (N[t].state == ST_D) {
-      t = N[t].parent;
-    } else if (N[t].state == ST_U && status != GREENLET_OK) {
-      N[t].state = ST_D;
-      t = N[t].parent;
-    } else {
-      break;
-    }
-  }
+  int t = plan_resume(N[me].parent, status);
   tracef("greenlet %d returns %d (%p) -> %d", me, rc, val, t);
   plan_transfer(me, t, status, val);
   *result = val;
