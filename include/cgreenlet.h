@@ -228,12 +228,16 @@ typedef struct greenlet_stats {
   size_t stack_in_use;   /* thread only (0 in process scope): bytes in use
                             on those stacks, see greenlet_stack_in_use; the
                             running greenlet's up to the caller's frame */
+  uint64_t records;      /* thread only (0 in process scope): greenlet
+                            records not yet freed, main and dead ones still
+                            held (by a handle or as a parent) included: a
+                            handle leak shows here */
 } greenlet_stats_t;
 
 /*
  * Fills *out with the calling thread's counters (all zero if it never used
  * the library; this does not set it up).  Walks the thread's greenlets for
- * stack_in_use, so it costs O(greenlets).  Errors: EINVAL (out NULL).
+ * stack_in_use and records, so it costs O(greenlets).  Errors: EINVAL (out NULL).
  */
 GREENLET_API int greenlet_thread_stats(greenlet_stats_t *out);
 

@@ -788,10 +788,12 @@ int greenlet_thread_stats(greenlet_stats_t *out) {
   out->live = ts->nlive + 1; /* + main: it lives while its thread does */
   out->stacks = ts->nstacks;
   out->stack_reserved = (size_t)ts->stack_bytes;
-  for (greenlet_t *g = ts->all; g; g = g->all_next)
+  for (greenlet_t *g = ts->all; g; g = g->all_next) {
+    out->records++;
     if (g->stack.base && g != ts->dying)
       out->stack_in_use +=
           g == ts->current ? running_in_use(g) : greenlet_stack_in_use(g);
+  }
   return 0;
 }
 

@@ -246,6 +246,28 @@ Test(introspect, counts_follow_creation_start_and_death) {
   cr_assert_eq(s4.switches, s3.switches);
 }
 
+/* records counts what is not freed: dead greenlets still held by a handle,
+ * and a parent whose handle is gone while a child names it. */
+Test(introspect, records_count_what_is_not_freed) {
+  greenlet_t *m = greenlet_main();
+  greenlet_stats_t s0 = stats();
+  cr_assert_geq(s0.records, 1); /* the main greenlet */
+  greenlet_t *parent, *child;
+  EXPECT_RC(greenlet_create(&parent, ret_arg, m, NULL), 0);
+  EXPECT_RC(greenlet_create(&child, ret_arg, parent, NULL), 0);
+  cr_assert_eq(stats().records - s0.records, 2);
+  EXPECT_RC(greenlet_switch(parent, NULL, NULL), GREENLET_OK); /* finishes */
+  cr_assert_eq(stats().records - s0.records, 2, "dead, still held");
+  EXPECT_RC(greenlet_destroy(parent, 0), 0);
+  cr_assert_eq(stats().records - s0.records, 2, "the child names it");
+  EXPECT_RC(greenlet_destroy(child, 0), 0);
+  greenlet_stats_t s1 = stats();
+  cr_assert_eq(s1.records, s0.records);
+  greenlet_stats_t p;
+  EXPECT_RC(greenlet_process_stats(&p), 0);
+  cr_assert_eq(p.records, 0, "thread scope only");
+}
+
 Test(introspect, switch_counter_counts_real_switches_only) {
   greenlet_t *m = greenlet_main(), *e, *u, *d;
   EXPECT_RC(greenlet_create(&e, echo, NULL, NULL), 0);
@@ -386,6 +408,20 @@ static void *worker(void *arg) {
   return NULL; /* e, suspended, is discarded by the thread exit */
 }
 
+/*
+ * Both thread tests look at the registry while a worker waits at the
+ * barrier: start it, wait until it is there, and check that the process
+ * lists two threads.  *st keeps that view for the caller's own checks.
+ */
+static void start_worker(void *(*fn)(void *), pthread_t *t,
+                         greenlet_stats_t *st) {
+  pthread_barrier_init(&bar, NULL, 2);
+  cr_assert_eq(pthread_create(t, NULL, fn, NULL), 0);
+  pthread_barrier_wait(&bar);
+  EXPECT_RC(greenlet_process_stats(st), 0);
+  cr_assert_eq(st->threads, 2);
+}
+
 Test(introspect, process_stats_sum_threads_and_survive_exit) {
   greenlet_t *g;
   EXPECT_RC(greenlet_create(&g, echo, NULL, NULL), 0);
@@ -399,13 +435,9 @@ Test(introspect, process_stats_sum_threads_and_survive_exit) {
   cr_assert_eq(p0.stacks, 1);
   cr_assert_eq(p0.stack_in_use, 0);
 
-  pthread_barrier_init(&bar, NULL, 2);
   pthread_t t;
-  cr_assert_eq(pthread_create(&t, NULL, worker, NULL), 0);
-  pthread_barrier_wait(&bar);
   greenlet_stats_t p1;
-  EXPECT_RC(greenlet_process_stats(&p1), 0);
-  cr_assert_eq(p1.threads, 2);
+  start_worker(worker, &t, &p1);
   cr_assert_eq(p1.created, 3);
   cr_assert_eq(p1.switches, 22);
   cr_assert_eq(p1.live, 2 + 3); /* worker: main, e, keep */
@@ -452,13 +484,9 @@ Test(introspect, fork_child_lists_only_the_forking_thread) {
   greenlet_t *g;
   EXPECT_RC(greenlet_create(&g, echo, NULL, NULL), 0);
   EXPECT_RC(greenlet_switch(g, NULL, NULL), GREENLET_OK);
-  pthread_barrier_init(&bar, NULL, 2);
   pthread_t t;
-  cr_assert_eq(pthread_create(&t, NULL, parked_worker, NULL), 0);
-  pthread_barrier_wait(&bar);
   greenlet_stats_t before;
-  EXPECT_RC(greenlet_process_stats(&before), 0);
-  cr_assert_eq(before.threads, 2);
+  start_worker(parked_worker, &t, &before);
   pid_t pid = fork();
   cr_assert_neq(pid, -1);
   if (pid == 0) {

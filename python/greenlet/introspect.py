@@ -9,14 +9,17 @@ stay on in production.
                        greenlet, unstarted, running, suspended, and dead ones
                        still referenced)
     stats()            this thread's counters (see below)
-    stats("process")   the same summed over every thread (stack_in_use 0)
+    stats("process")   the same summed over every thread (stack_in_use and
+                       records 0)
     stack(g)           g's stack: size, in_use, high_water, reserve (bytes)
 
 stats() keys: threads, created (greenlets that got a stack-capable core
 record: a Python greenlet gets one when first switched to), switches,
 live (not dead: main, unstarted, suspended, running), stacks (greenlets
 holding a stack), stack_reserved (their usable bytes, address space),
-stack_in_use (bytes in use on them).  stack(g)'s high_water is the depth
+stack_in_use (bytes in use on them), records (the core's greenlet
+records not yet freed: a greenlet object's record goes with the object,
+later if its last reference went on another thread).  stack(g)'s high_water is the depth
 of the deepest page of g's C stack that is resident (a page-granular
 high-water mark; a recycled stack may report what an earlier greenlet
 reached on it).

@@ -71,6 +71,10 @@ struct cg_thread {
   PyObject *xfer_args, *xfer_kwargs;          /* a value: args, kwargs */
   PyObject *xfer_type, *xfer_value, *xfer_tb; /* an exception */
   PyObject *deleteme; /* list of greenlets to kill, queued by other threads */
+  /* Core records of this thread's greenlet objects freed on other threads
+   * (release_core), for this thread to destroy. */
+  greenlet_t **core_free;
+  Py_ssize_t ncore_free, core_free_cap;
 };
 
 static PyTypeObject PyGreenlet_Type;
@@ -90,6 +94,7 @@ static PyGreenlet *green_alloc(PyTypeObject *type);
 static void impl_link(cg_thread *th, cg_impl *impl);
 static int g_active(cg_impl *i);
 static void process_deleteme(cg_thread *th);
+static void drain_core_free(cg_thread *th);
 
 /* The calling thread's state, created (with its main greenlet) on first
  * use.  NULL with an exception set on failure. */
@@ -125,6 +130,8 @@ static cg_thread *thread_get(void) {
   th->xfer_args = th->xfer_kwargs = NULL;
   th->xfer_type = th->xfer_value = th->xfer_tb = NULL;
   th->deleteme = PyList_New(0);
+  th->core_free = NULL;
+  th->ncore_free = th->core_free_cap = 0;
   PyGreenlet *m = th->deleteme ? green_alloc(&PyGreenlet_Type) : NULL;
   if (!m) {
     Py_DECREF(th);
@@ -157,6 +164,9 @@ static cg_thread *thread_get(void) {
 static void cg_thread_dealloc(cg_thread *th) {
   if (cg_tls == th)
     cg_tls = NULL;
+  drain_core_free(th);
+  PyMem_Free(th->core_free);
+  th->core_free = NULL;
   for (cg_impl *i = th->all; i; i = i->next) {
     /* Its C stack goes; its Python frames stay until the object goes
      * (release_orphan), and gr_frame keeps showing the top one. */
@@ -790,7 +800,53 @@ static int kill_in_place(cg_thread *th, PyGreenlet *self) {
 }
 
 /* Drops the greenlets other threads queued for this one to kill. */
+/* Destroys the core records other threads left to this one (see
+ * release_core).  On the owner thread, or once the owner has exited. */
+static void drain_core_free(cg_thread *th) {
+  for (Py_ssize_t k = 0; k < th->ncore_free; k++) {
+    greenlet_set_userdata(th->core_free[k], NULL);
+    greenlet_destroy(th->core_free[k], GREENLET_DESTROY_DISCARD);
+  }
+  th->ncore_free = 0;
+}
+
+/*
+ * The core record of greenlet object i goes with it.  While its owner
+ * thread lives, only that thread may destroy it (the core's records are
+ * per thread; others get GREENLET_ETHREAD), so one freed on another thread
+ * (dead or never started: a live one went to the owner's deleteme queue
+ * instead) waits on the owner's core_free list until the owner's next
+ * greenlet call or its exit.  Its userdata is cleared first: a record a
+ * child's parent link keeps must not name a freed object (gdb reads it).
+ * If the list cannot grow, the record is leaked: one small block, never a
+ * crash.
+ */
+static void release_core(cg_impl *i) {
+  greenlet_t *core = i->core;
+  i->core = NULL;
+  if (!core || i->is_main)
+    return;
+  cg_thread *owner = i->thread;
+  if (owner && owner != cg_tls) {
+    if (owner->ncore_free == owner->core_free_cap) {
+      Py_ssize_t cap = owner->core_free_cap ? 2 * owner->core_free_cap : 8;
+      greenlet_t **grown =
+          PyMem_Realloc(owner->core_free, (size_t)cap * sizeof *grown);
+      if (!grown)
+        return;
+      owner->core_free = grown;
+      owner->core_free_cap = cap;
+    }
+    owner->core_free[owner->ncore_free++] = core;
+    return;
+  }
+  greenlet_set_userdata(core, NULL);
+  greenlet_destroy(core, GREENLET_DESTROY_DISCARD);
+}
+
 static void process_deleteme(cg_thread *th) {
+  if (th->ncore_free)
+    drain_core_free(th);
   if (!th->deleteme || PyList_GET_SIZE(th->deleteme) == 0)
     return;
   PyObject *list = th->deleteme;
@@ -881,8 +937,7 @@ static void green_dealloc(PyGreenlet *self) {
     PyObject_ClearWeakRefs((PyObject *)self);
   Py_CLEAR(self->dict);
   if (i) {
-    if (i->core && !i->is_main)
-      greenlet_destroy(i->core, GREENLET_DESTROY_DISCARD);
+    release_core(i);
     impl_unlink(i);
     Py_CLEAR(i->run);
     Py_CLEAR(i->parent);
@@ -1475,13 +1530,13 @@ static PyObject *mod_fault_disarm(PyObject *m, PyObject *unused) {
  */
 static PyObject *stats_dict(const greenlet_stats_t *s) {
   return Py_BuildValue(
-      "{s:K,s:K,s:K,s:K,s:K,s:n,s:n}", "threads",
+      "{s:K,s:K,s:K,s:K,s:K,s:n,s:n,s:K}", "threads",
       (unsigned long long)s->threads, "created",
       (unsigned long long)s->created, "switches",
       (unsigned long long)s->switches, "live", (unsigned long long)s->live,
       "stacks", (unsigned long long)s->stacks, "stack_reserved",
       (Py_ssize_t)s->stack_reserved, "stack_in_use",
-      (Py_ssize_t)s->stack_in_use);
+      (Py_ssize_t)s->stack_in_use, "records", (unsigned long long)s->records);
 }
 
 /* _cgreenlet_stats(process) -> dict of the core's counters. */

@@ -86,3 +86,41 @@ def test_stack_figures_of_a_deep_greenlet():
         introspect.stack(object())
     deep.throw()
     shallow.throw()
+
+
+def test_records_of_greenlets_freed_on_another_thread_go_back():
+    # Greenlets of a worker thread that finish there and are dropped on the
+    # main thread while the worker lives: the core refuses a cross-thread
+    # free, so each record waits for the worker's next greenlet call.
+    # 'records' counts the worker's records before, while they wait, and
+    # after that call: back to where it started (it leaked before).
+    from greenlet import introspect
+    handoff, counts = [], {}
+    go_drop, dropped, done = threading.Event(), threading.Event(), threading.Event()
+
+    def worker():
+        Greenlet(lambda: None).switch()        # set the thread up
+        counts["before"] = introspect.stats()["records"]
+        gs = [Greenlet(lambda: None) for _ in range(200)]
+        for g in gs:
+            g.switch()                         # each one finishes
+        handoff.extend(gs)
+        del gs, g
+        counts["held"] = introspect.stats()["records"]
+        go_drop.set()
+        dropped.wait(30)
+        counts["waiting"] = introspect.stats()["records"]
+        Greenlet(lambda: None).switch()        # a greenlet call
+        counts["after"] = introspect.stats()["records"]
+        done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert go_drop.wait(30)
+    del handoff[:]                             # freed here, on the main thread
+    dropped.set()
+    t.join(30)
+    assert done.is_set()
+    assert counts["held"] - counts["before"] == 200, counts
+    assert counts["waiting"] == counts["held"], counts
+    assert counts["after"] == counts["before"], counts
