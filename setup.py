@@ -65,7 +65,7 @@ setup(
             include_dirs=["include", "src", "python/src"],
             depends=["include/cgreenlet.h", "src/context.h", "src/internal.h",
                      "src/sanitizer.h", "src/stack.h", "src/fault.h", "python/src/pystate.h",
-                     "python/src/pystate_frames.h",
+                     "python/src/pystate_frames.h", "python/src/pystate_pyframes.h",
                      "python/src/pystate_311.h", "python/src/pystate_39.h",
                      "python/src/pystate_310.h", "python/src/pycompat.h",
                      "python/src/pystate_312.h", "python/src/pystate_313.h"],

@@ -29,9 +29,22 @@
  *                                    move their frames (as if out of
  *                                    memory); -1 if this version has none
  *
- * The 3.11 to 3.13 layers keep what they share (the root data-stack chunk,
- * the frames of suspended and orphaned greenlets) in pystate_frames.h,
- * which each includes after defining the few accessors it differs by.
+ * Each version's header (pystate_39.h to pystate_313.h) defines the record
+ * (cg_pystate, cg_start_buffers), the tracing flag and whatever else of
+ * the layer is its own.  What several versions share is written once, in
+ * a header that the version's includes once it has defined the few
+ * accessors it differs by (listed at the top of that header):
+ *   pystate_pyframes.h   3.9 and 3.10, whose frames are heap frame objects:
+ *                        all but the tracing flag and cg_pystate_orphan
+ *   pystate_frames.h     3.11 to 3.13, whose frames are interpreter frames
+ *                        in data-stack chunks: the root chunk, the frame
+ *                        objects of suspended greenlets, their traversal,
+ *                        moving and releasing the frames of orphans, the
+ *                        end of a run (save, restore and start, which
+ *                        differ in most of what they carry, stay with each
+ *                        version)
+ * What every version does alike (cg_pystate_prepare, cg_pystate_context,
+ * cg_pystate_set_context) follows the version's header, here.
  */
 #ifndef CGREENLET_PYSTATE_H
 #define CGREENLET_PYSTATE_H
@@ -52,5 +65,26 @@
 #else
 #error "cgreenlet's greenlet module supports CPython 3.9 to 3.13 only (so far)"
 #endif
+
+/* Nothing to allocate before a start, in any version: a starting greenlet
+ * needs either nothing (3.9, 3.10) or its root data-stack chunk, which is
+ * on its new stack (CG_PYSTATE_RESERVE). */
+static inline int cg_pystate_prepare(cg_pystate *st) {
+  (void)st;
+  return 0;
+}
+
+/* The context of a greenlet that is not running (gr_context; borrowed, NULL
+ * if none): the one it will start or resume with, or finished in.  A
+ * running greenlet's is the thread's (tstate->context). */
+static inline PyObject *cg_pystate_context(cg_pystate *st) {
+  return st->context;
+}
+
+/* Sets it (the old one is released, after the new one is held). */
+static inline void cg_pystate_set_context(cg_pystate *st, PyObject *ctx) {
+  Py_XINCREF(ctx);
+  Py_XSETREF(st->context, ctx);
+}
 
 #endif

@@ -60,11 +60,23 @@ static inline PyCodeObject *cg_frame_code(_PyInterpreterFrame *f) {
 #define CG_FRAME_EXECUTABLE(f) ((f)->f_code)
 #define CG_ENTRY_FRAMES 0 /* (is_entry marks the frame entered from C) */
 
+/* The frame chain hangs off the thread's _PyCFrame chain (current_frame). */
+typedef _PyCFrame cg_frame_chain;
+#define CG_THREAD_CHAIN(ts) ((ts)->cframe)
+#define CG_SAVED_CHAIN(st) ((st)->cframe)
+
 static inline _PyInterpreterFrame *cg_saved_frame(const cg_pystate *st) {
   return st->cframe ? st->cframe->current_frame : NULL;
 }
 
-static inline void cg_forget_saved_frame(cg_pystate *st) { st->cframe = NULL; }
+/* A greenlet's run returned (cg_pystate_finish): the _PyCFrame in use lives
+ * on the stack about to be released.  Whoever resumes next reads the
+ * tracing flag (cg_pystate_use_tracing) from the thread's root one
+ * instead. */
+static inline void cg_finish_cframe(PyThreadState *ts) {
+  ts->root_cframe.use_tracing = ts->cframe->use_tracing;
+  ts->cframe = &ts->root_cframe;
+}
 
 #include "pystate_frames.h"
 
@@ -125,12 +137,7 @@ static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   b->cframe.previous = &ts->root_cframe;
   ts->cframe = &b->cframe;
   ts->recursion_remaining = ts->recursion_limit;
-  c->previous = NULL;
-  c->size = CG_ROOT_CHUNK_BYTES;
-  c->top = 0;
-  ts->datastack_chunk = c;
-  ts->datastack_top = &c->data[1]; /* first slot skipped: never popped */
-  ts->datastack_limit = (PyObject **)((char *)c + CG_ROOT_CHUNK_BYTES);
+  cg_start_root_chunk(ts, c);
   ts->exc_state.exc_value = NULL;
   ts->exc_state.previous_item = NULL;
   ts->exc_info = &ts->exc_state;
@@ -139,49 +146,6 @@ static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   ts->context_ver++;
   ts->trash_delete_nesting = 0;
   return 0;
-}
-
-/*
- * A greenlet's run returned; it will never run Python code again.  Its
- * context stays with it (gr_context of a dead greenlet shows the context it
- * ran in); the handled-exception state is dropped (that may run finalizers,
- * so first, while its data stack is still valid); then the data-stack chunks
- * CPython pushed above the root are freed (the root is on the C stack).
- */
-static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
-  Py_XSETREF(st->context, ts->context);
-  ts->context = NULL;
-  Py_CLEAR(ts->exc_state.exc_value);
-  cg_free_upper_chunks(ts->datastack_chunk, st->root);
-  st->root = NULL;
-  /* The _PyCFrame in use lives on the stack about to be released: whoever
-   * resumes next reads the tracing flag (cg_pystate_use_tracing) from the
-   * thread's root one instead. */
-  ts->root_cframe.use_tracing = ts->cframe->use_tracing;
-  ts->cframe = &ts->root_cframe;
-  ts->datastack_chunk = NULL;
-  ts->datastack_top = NULL;
-  ts->datastack_limit = NULL;
-}
-
-/*
- * New reference to the top frame object of a suspended greenlet (None if it
- * has none).  CPython makes frame objects only for the thread's current
- * frame chain, so the greenlet's chain is put in place for the call.  The
- * collector is off meanwhile: allocating the frame object must not run a
- * collection (finalizers, switches) under a borrowed frame chain.
- */
-static inline PyObject *cg_pystate_frame(cg_pystate *st, PyThreadState *ts) {
-  if (!st->cframe || !st->cframe->current_frame)
-    Py_RETURN_NONE;
-  int gc_was_on = PyGC_Disable();
-  _PyCFrame *mine = ts->cframe;
-  ts->cframe = st->cframe;
-  PyFrameObject *f = PyThreadState_GetFrame(ts);
-  ts->cframe = mine;
-  if (gc_was_on)
-    PyGC_Enable();
-  return f ? (PyObject *)f : cg_no_frame_object(st);
 }
 
 #endif

@@ -101,11 +101,17 @@ static inline PyCodeObject *cg_frame_code(_PyInterpreterFrame *f) {
 #define CG_FRAME_EXECUTABLE(f) ((f)->f_executable)
 #define CG_ENTRY_FRAMES 1
 
+/* The frame chain is the thread's top interpreter frame itself. */
+typedef _PyInterpreterFrame cg_frame_chain;
+#define CG_THREAD_CHAIN(ts) ((ts)->current_frame)
+#define CG_SAVED_CHAIN(st) ((st)->frame)
+
 static inline _PyInterpreterFrame *cg_saved_frame(const cg_pystate *st) {
   return st->frame;
 }
 
-static inline void cg_forget_saved_frame(cg_pystate *st) { st->frame = NULL; }
+/* No _PyCFrame (3.13): a finished greenlet leaves nothing of one. */
+static inline void cg_finish_cframe(PyThreadState *ts) { (void)ts; }
 
 #include "pystate_frames.h"
 
@@ -171,12 +177,7 @@ static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   ts->current_frame = NULL;
   ts->py_recursion_remaining = ts->py_recursion_limit;
   ts->c_recursion_remaining = Py_C_RECURSION_LIMIT;
-  c->previous = NULL;
-  c->size = CG_ROOT_CHUNK_BYTES;
-  c->top = 0;
-  ts->datastack_chunk = c;
-  ts->datastack_top = &c->data[1]; /* first slot skipped: never popped */
-  ts->datastack_limit = (PyObject **)((char *)c + CG_ROOT_CHUNK_BYTES);
+  cg_start_root_chunk(ts, c);
   ts->exc_state.exc_value = NULL;
   ts->exc_state.previous_item = NULL;
   ts->exc_info = &ts->exc_state;
@@ -185,46 +186,6 @@ static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   ts->context_ver++;
   ts->critical_section = 0;
   return 0;
-}
-
-/*
- * A greenlet's run returned; it will never run Python code again.  Its
- * context stays with it (gr_context of a dead greenlet shows the context it
- * ran in); the handled-exception state is dropped (that may run finalizers,
- * so first, while its data stack is still valid); then the data-stack chunks
- * CPython pushed above the root are freed (the root is on the C stack).
- */
-static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
-  Py_XSETREF(st->context, ts->context);
-  ts->context = NULL;
-  Py_CLEAR(ts->exc_state.exc_value);
-  cg_free_upper_chunks(ts->datastack_chunk, st->root);
-  st->root = NULL;
-  ts->datastack_chunk = NULL;
-  ts->datastack_top = NULL;
-  ts->datastack_limit = NULL;
-}
-
-/*
- * New reference to the top frame object of a suspended greenlet (None if it
- * has none).  CPython makes frame objects only for the thread's current
- * frame chain, so the greenlet's chain is put in place for the call
- * (PyThreadState_GetFrame skips the entry frames, which are "incomplete").
- * The collector is off meanwhile: allocating the frame object must not run
- * a collection (finalizers, switches) under a borrowed frame chain.  (In
- * 3.13 a collection runs only from the eval loop; this costs nothing.)
- */
-static inline PyObject *cg_pystate_frame(cg_pystate *st, PyThreadState *ts) {
-  if (!st->frame)
-    Py_RETURN_NONE;
-  int gc_was_on = PyGC_Disable();
-  _PyInterpreterFrame *mine = ts->current_frame;
-  ts->current_frame = st->frame;
-  PyFrameObject *f = PyThreadState_GetFrame(ts);
-  ts->current_frame = mine;
-  if (gc_was_on)
-    PyGC_Enable();
-  return f ? (PyObject *)f : cg_no_frame_object(st);
 }
 
 #endif

@@ -1,8 +1,9 @@
 /*
  * pystate_frames.h - what the 3.11, 3.12 and 3.13 layers share: the root
- * data-stack chunk, the Python frames of suspended greenlets (what the
- * collector sees of them, and what becomes of them when their thread exits
- * and when their object goes), and the record's own references.
+ * data-stack chunk, the Python frames of suspended greenlets (their frame
+ * objects, what the collector sees of them, and what becomes of them when
+ * their thread exits and when their object goes), the record's own
+ * references, and the end of a greenlet's run.
  *
  * Included by pystate_311.h, pystate_312.h and pystate_313.h once they have
  * defined (the differences between those versions):
@@ -10,9 +11,14 @@
  *   cg_pystate                  the record, with at least datastack_chunk,
  *                               datastack_top, datastack_limit, exc_state,
  *                               context, root, abandoned and top_sp
+ *   cg_frame_chain              what holds the thread's frame chain, as a
+ *   CG_THREAD_CHAIN(ts)           switch carries it, its place in the
+ *   CG_SAVED_CHAIN(st)            thread state and in the record (lvalues;
+ *                                 the record's is NULL unless suspended)
  *   cg_saved_frame(st)          the top interpreter frame of a suspended
  *                               greenlet (NULL if it has none or runs)
- *   cg_forget_saved_frame(st)   clears that (its thread exits)
+ *   cg_finish_cframe(ts)        what a finished greenlet leaves of the
+ *                               thread's _PyCFrame chain (3.13 has none)
  *   cg_frame_is_python(f)       whether f's slots are Python's
  *   cg_frame_code(f)            the code object of such a frame
  *   CG_FRAME_FUNC(f)            the frame's strong references to its
@@ -42,10 +48,15 @@
 #endif
 #define CG_PYSTATE_RESERVE CG_ROOT_CHUNK_BYTES
 
-/* Nothing to allocate before a start: the root chunk is on the new stack. */
-static inline int cg_pystate_prepare(cg_pystate *st) {
-  (void)st;
-  return 0;
+/* The thread's data stack becomes root chunk c, empty, for a greenlet that
+ * starts now (its cg_pystate_start). */
+static inline void cg_start_root_chunk(PyThreadState *ts, _PyStackChunk *c) {
+  c->previous = NULL;
+  c->size = CG_ROOT_CHUNK_BYTES;
+  c->top = 0;
+  ts->datastack_chunk = c;
+  ts->datastack_top = &c->data[1]; /* first slot skipped: never popped */
+  ts->datastack_limit = (PyObject **)((char *)c + CG_ROOT_CHUNK_BYTES);
 }
 
 /* Bytes of the root chunk in use by a suspended greenlet's frames (CPython
@@ -68,15 +79,28 @@ static inline void cg_free_upper_chunks(_PyStackChunk *c, _PyStackChunk *root) {
   }
 }
 
-static inline PyObject *cg_pystate_context(cg_pystate *st) {
-  return st->context;
+/*
+ * A greenlet's run returned; it will never run Python code again.  Its
+ * context stays with it (gr_context of a dead greenlet shows the context it
+ * ran in); the handled-exception state is dropped (that may run finalizers,
+ * so first, while its data stack is still valid); then the data-stack chunks
+ * CPython pushed above the root are freed (the root is on the C stack), and
+ * the _PyCFrame in use (3.11, 3.12) is left (cg_finish_cframe).
+ */
+static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
+  Py_XSETREF(st->context, ts->context);
+  ts->context = NULL;
+  Py_CLEAR(ts->exc_state.exc_value);
+  cg_free_upper_chunks(ts->datastack_chunk, st->root);
+  st->root = NULL;
+  cg_finish_cframe(ts);
+  ts->datastack_chunk = NULL;
+  ts->datastack_top = NULL;
+  ts->datastack_limit = NULL;
 }
 
-static inline void cg_pystate_set_context(cg_pystate *st, PyObject *ctx) {
-  Py_XINCREF(ctx);
-  Py_XSETREF(st->context, ctx);
-}
-
+/* What the record itself holds, for the collector (its frames:
+ * cg_pystate_traverse_frames). */
 static inline int cg_pystate_traverse(cg_pystate *st, visitproc visit,
                                       void *arg) {
   Py_VISIT(st->context);
@@ -199,6 +223,28 @@ static inline PyObject *cg_no_frame_object(const cg_pystate *st) {
     if (!_PyFrame_IsIncomplete(f))
       return PyErr_NoMemory();
   Py_RETURN_NONE;
+}
+
+/*
+ * New reference to the top frame object of a suspended greenlet (None if it
+ * has none).  CPython makes frame objects only for the thread's current
+ * frame chain, so the greenlet's chain is put in place for the call
+ * (PyThreadState_GetFrame skips the entry frames, which are "incomplete").
+ * The collector is off meanwhile: allocating the frame object must not run
+ * a collection (finalizers, switches) under a borrowed frame chain.  (From
+ * 3.12 on a collection runs only from the eval loop; this costs nothing.)
+ */
+static inline PyObject *cg_pystate_frame(cg_pystate *st, PyThreadState *ts) {
+  if (!CG_SAVED_CHAIN(st) || !cg_saved_frame(st)) /* not suspended, no frame */
+    Py_RETURN_NONE;
+  int gc_was_on = PyGC_Disable();
+  cg_frame_chain *mine = CG_THREAD_CHAIN(ts);
+  CG_THREAD_CHAIN(ts) = CG_SAVED_CHAIN(st);
+  PyFrameObject *f = PyThreadState_GetFrame(ts);
+  CG_THREAD_CHAIN(ts) = mine;
+  if (gc_was_on)
+    PyGC_Enable();
+  return f ? (PyObject *)f : cg_no_frame_object(st);
 }
 
 /* Test hook: the next n orphan relocations fail as if out of memory. */
@@ -386,7 +432,7 @@ cg_unlink_entry_frames(_PyInterpreterFrame *top) {
  */
 static inline void cg_pystate_orphan(cg_pystate *st) {
   _PyInterpreterFrame *top = cg_saved_frame(st);
-  cg_forget_saved_frame(st);
+  CG_SAVED_CHAIN(st) = NULL;
 #if CG_ENTRY_FRAMES
   if (top && top->owner == FRAME_OWNED_BY_CSTACK)
     st->top_sp = NULL; /* (was NULL: cg_frame_call_top) */
