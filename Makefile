@@ -74,7 +74,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -177,6 +177,14 @@ fuzz-soak:
 	scripts/fuzz.sh --soak $(FUZZ_SECONDS)
 fuzz-merge:
 	scripts/fuzz.sh --merge
+
+# A machine check, no greenlet code: one page read in each of N mappings
+# (bench/pagewalk.c says why; docs/python.md "Known gaps").
+pagewalk: $(BUILD)/pagewalk
+	$(BUILD)/pagewalk
+$(BUILD)/pagewalk: bench/pagewalk.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
 
 # The benchmark report: the C core against Boost.Context and the Python
 # module against Debian's stock greenlet, tables and plots written to
