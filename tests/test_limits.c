@@ -335,7 +335,7 @@ static int *volatile prot_none_target;
 enum { BAD_NULL, BAD_PROT_NONE, BAD_RAISE, BAD_RAISE_THEN_NULL };
 
 /* UBSan would stop the NULL store before it faults. */
-__attribute__((no_sanitize_undefined)) static int
+__attribute__((no_sanitize("undefined"))) static int
 bad_write_run(greenlet_t *self, void *arg, void **result) {
   (void)self, (void)result;
   switch ((int)I(arg)) {
