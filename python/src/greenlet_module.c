@@ -799,7 +799,6 @@ static int kill_in_place(cg_thread *th, PyGreenlet *self) {
   return ok ? 0 : -1;
 }
 
-/* Drops the greenlets other threads queued for this one to kill. */
 /* Destroys the core records other threads left to this one (see
  * release_core).  On the owner thread, or once the owner has exited. */
 static void drain_core_free(cg_thread *th) {
@@ -844,6 +843,8 @@ static void release_core(cg_impl *i) {
   greenlet_destroy(core, GREENLET_DESTROY_DISCARD);
 }
 
+/* Drops the greenlets other threads queued for this one to kill, and
+ * destroys the core records they left to it. */
 static void process_deleteme(cg_thread *th) {
   if (th->ncore_free)
     drain_core_free(th);
