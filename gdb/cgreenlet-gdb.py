@@ -69,10 +69,15 @@ def _ptr(v):
     return int(v.cast(gdb.lookup_type("unsigned long")))
 
 
+def _read(addr, n):
+    """n bytes of the inferior's memory at addr."""
+    return bytes(gdb.selected_inferior().read_memory(addr, n))
+
+
 def _read_words(addr, n):
-    mem = gdb.selected_inferior().read_memory(addr, 8 * n)
-    return [int.from_bytes(bytes(mem[8 * i:8 * i + 8]), "little")
-            for i in range(n)]
+    """n unsigned 64-bit little-endian words at addr."""
+    mem = _read(addr, 8 * n)
+    return [int.from_bytes(mem[8 * i:8 * i + 8], "little") for i in range(n)]
 
 
 def _registries():
@@ -610,10 +615,6 @@ def _py_module(g):
             mod = None
         _PY_MODULES[key] = mod
     return _PY_MODULES[key]
-
-
-def _read(addr, n):
-    return bytes(gdb.selected_inferior().read_memory(addr, n))
 
 
 def _i64(addr):

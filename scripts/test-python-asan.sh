@@ -54,25 +54,20 @@ RSS_LIMIT_MB=${CGREENLET_ASAN_RSS_MB:-6144}
 DEBIAN_TESTS=/usr/lib/python3/dist-packages/greenlet/tests
 SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
 
-usage() { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; }
+USAGE_END=38
+. "$ROOT/scripts/test-args.sh"
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --python) PYTHON=${2:?--python needs a value}; shift 2 ;;
-    --python=*) PYTHON=${1#*=}; shift ;;
-    --build-dir) BUILD_DIR=${2:?--build-dir needs a value}; shift 2 ;;
-    --build-dir=*) BUILD_DIR=${1#*=}; shift ;;
     --no-build) DO_BUILD=0; shift ;;
     --all) ALL=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "test-python-asan.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    *) common_arg "$@"; shift "$ARG_SHIFT" ;;
   esac
 done
 
 scripts/deps.sh python
 
-command -v "$PYTHON" >/dev/null || { echo "test-python-asan.sh: no interpreter '$PYTHON'" >&2; exit 1; }
-PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+python_version
 [ -d "$DEBIAN_TESTS" ] || { echo "test-python-asan.sh: $DEBIAN_TESTS missing (python3-greenlet)" >&2; exit 1; }
 BUILD_DIR=${BUILD_DIR:-build/python-$PYVER-asan}
 case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac

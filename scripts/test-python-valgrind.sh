@@ -30,19 +30,17 @@ ALL=0
 SKIP_FILE=python/tests/valgrind_skip.txt
 DEBIAN_TESTS=/usr/lib/python3/dist-packages/greenlet/tests
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+USAGE_END=22
+. "$ROOT/scripts/test-args.sh"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --python) PYTHON=${2:?--python needs a value}; shift 2 ;;
-    --build-dir) BUILD_DIR=${2:?--build-dir needs a value}; shift 2 ;;
     --all) ALL=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "test-python-valgrind.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    *) common_arg "$@"; shift "$ARG_SHIFT" ;;
   esac
 done
 
 scripts/deps.sh build python
-PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+python_version
 BUILD_DIR=${BUILD_DIR:-build/python-$PYVER}
 compgen -G "$BUILD_DIR/greenlet/_greenlet*.so" >/dev/null ||
   { echo "test-python-valgrind.sh: no module in $BUILD_DIR (make python PYTHON=$PYTHON)" >&2; exit 1; }

@@ -34,26 +34,21 @@ KNOWN=python/tests/known_failures.txt
 PART_TIMEOUT=${CGREENLET_TEST_TIMEOUT:-900}   # seconds, per part (then SIGABRT)
 DEBIAN_TESTS=/usr/lib/python3/dist-packages/greenlet/tests
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+USAGE_END=23
+. "$ROOT/scripts/test-args.sh"
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --python) PYTHON=${2:?--python needs a value}; shift 2 ;;
-    --python=*) PYTHON=${1#*=}; shift ;;
-    --build-dir) BUILD_DIR=${2:?--build-dir needs a value}; shift 2 ;;
-    --build-dir=*) BUILD_DIR=${1#*=}; shift ;;
     --stock) STOCK=1; shift ;;
     --ci) CI_MODE=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "test-python.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    *) common_arg "$@"; shift "$ARG_SHIFT" ;;
   esac
 done
 
 # ---------------------------------------------------------------- packages
 scripts/deps.sh python
 
-command -v "$PYTHON" >/dev/null || { echo "test-python.sh: no interpreter '$PYTHON'" >&2; exit 1; }
-PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+python_version
 [ -d "$DEBIAN_TESTS" ] || { echo "test-python.sh: $DEBIAN_TESTS missing (python3-greenlet)" >&2; exit 1; }
 
 LOG_DIR=${CGREENLET_TEST_LOGS:-$ROOT/build/test-python-logs}

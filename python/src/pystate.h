@@ -44,13 +44,27 @@
  *                        differ in most of what they carry, stay with each
  *                        version)
  * What every version does alike (cg_pystate_prepare, cg_pystate_context,
- * cg_pystate_set_context) follows the version's header, here.
+ * cg_pystate_set_context) follows the version's header, here; the end of a
+ * start (cg_start_exc_context) precedes it.
  */
 #ifndef CGREENLET_PYSTATE_H
 #define CGREENLET_PYSTATE_H
 
 #include <Python.h>
+#include <string.h>
 #include "pycompat.h"
+
+/* The end of every version's cg_pystate_start: the greenlet starts handling
+ * no exception, and the context set on it before it started (gr_context; a
+ * reference, moved out of *context) becomes the thread's.  Defined before the
+ * version's header, which uses it. */
+static inline void cg_start_exc_context(PyThreadState *ts, PyObject **context) {
+  memset(&ts->exc_state, 0, sizeof ts->exc_state); /* every field a pointer */
+  ts->exc_info = &ts->exc_state;
+  ts->context = *context;
+  *context = NULL;
+  ts->context_ver++;
+}
 
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
 #include "pystate_311.h"

@@ -178,12 +178,7 @@ static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   ts->py_recursion_remaining = ts->py_recursion_limit;
   ts->c_recursion_remaining = Py_C_RECURSION_LIMIT;
   cg_start_root_chunk(ts, c);
-  ts->exc_state.exc_value = NULL;
-  ts->exc_state.previous_item = NULL;
-  ts->exc_info = &ts->exc_state;
-  ts->context = st->context; /* reference moves */
-  st->context = NULL;
-  ts->context_ver++;
+  cg_start_exc_context(ts, &st->context);
   ts->critical_section = 0;
   return 0;
 }

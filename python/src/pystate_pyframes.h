@@ -143,14 +143,7 @@ static inline int cg_pystate_start(cg_pystate *st, PyThreadState *ts,
   ts->frame = NULL;
   ts->recursion_depth = 0;
   CG_RECURSION_GUARD(ts) = 0;
-  ts->exc_state.exc_type = NULL;
-  ts->exc_state.exc_value = NULL;
-  ts->exc_state.exc_traceback = NULL;
-  ts->exc_state.previous_item = NULL;
-  ts->exc_info = &ts->exc_state;
-  ts->context = st->context; /* reference moves */
-  st->context = NULL;
-  ts->context_ver++;
+  cg_start_exc_context(ts, &st->context);
   ts->trash_delete_nesting = 0;
   return 0;
 }
