@@ -13,8 +13,10 @@ is not installed for that interpreter (every pyenv one), this module is
 measured alone and the stock and ratio columns say n/a.
 
 Figures: switch ping-pong; switch with 100 nested sorted(key=...) frames on
-the C stack; create+start+finish; kill a parked greenlet; RSS per parked
-greenlet at 100,000.  Targets (issue 3, stock figures on the reference
+the C stack; create+start+finish; kill a parked greenlet (20,000 parked,
+then killed); the same in 20 rounds of 1,000 (the stacks released in one
+round are reused in the next: it shows what giving pages back costs the
+killing thread); RSS per parked greenlet at 100,000.  Targets (issue 3, stock figures on the reference
 machine: 107 ns, 10.8 us, 4.8 us, 7.5 us, 5.9 KB): shallow switch <= 0.7x
 stock, deep switch <= 1.2x our shallow switch, create <= 0.25x, kill <= 0.3x,
 memory <= 1.0x.
@@ -77,6 +79,22 @@ def kill():
         g.throw()
     return (time.perf_counter() - t) / N
 
+def killrounds():
+    # 20 rounds of N: released stacks come back from the purger each round
+    main = getcurrent()
+    def body():
+        main.switch()
+    total = 0.0
+    for _ in range(20):
+        gs = []
+        for _ in range(N):
+            g = G(body); g.switch(); gs.append(g)
+        t = time.perf_counter()
+        for g in gs:
+            g.throw()
+        total += time.perf_counter() - t
+    return total / (20 * N)
+
 def rss():
     def rss_now():
         return int(open("/proc/self/statm").read().split()[1]) * 4096
@@ -90,7 +108,7 @@ def rss():
     return (rss_now() - r0) / N
 
 out["value"] = {"pingpong": pingpong, "deep": deep, "create": create,
-                "kill": kill, "rss": rss}[what]()
+                "kill": kill, "killrounds": killrounds, "rss": rss}[what]()
 print(json.dumps(out))
 '''
 
@@ -99,6 +117,7 @@ FIGS = [  # name, what, N, scale, unit
     ("switch, 100 sorted() frames deep", "deep", 20000, 1e9, "ns"),
     ("create+start+finish", "create", 50000, 1e6, "us"),
     ("kill a parked greenlet", "kill", 20000, 1e6, "us"),
+    ("kill, 20 rounds of 1,000 parked", "killrounds", 1000, 1e6, "us"),
     ("RSS per parked greenlet @100k", "rss", 100000, 1e-3, "KB"),
 ]
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MADV_GUARD_INSTALL
@@ -390,6 +391,18 @@ typedef struct purge_list {
  * holds stacks of its own waits for one batch, not for a long list. */
 #define PURGE_BATCH 64
 
+/* Woken from idle, the purger first lets releases gather: it sleeps a
+ * millisecond at a time while more arrive, PURGE_GATHER_STEPS at most (so
+ * pages wait 10 ms at most).  A release while it gathers wakes nobody, a
+ * stack asked for meanwhile is taken back with its pages (no zeroing, no
+ * page faults), and a batch of neighbouring stacks gives its pages back in
+ * one madvise.  Each madvise or munmap also interrupts the other CPUs
+ * running this process (TLB shootdown), and on some VMs every page given
+ * back traps to the hypervisor, which slows the releasing thread too: all
+ * of it is cheaper batched. */
+#define PURGE_GATHER_NS 1000000L
+#define PURGE_GATHER_STEPS 10
+
 static struct {
   pthread_mutex_t lock;
   pthread_cond_t wake, idle;
@@ -521,15 +534,49 @@ static void purge_trim(void) {
   free(v);
 }
 
+static int item_by_address(const void *a, const void *b) {
+  const purge_item *x = a, *y = b;
+  return (x->st.base > y->st.base) - (x->st.base < y->st.base);
+}
+
+/* Gives back the pages of batch[0 .. n): sorted by address, one madvise per
+ * run of neighbouring stacks (the guard markers between them stay:
+ * MADV_DONTNEED does not remove them). */
+static void purge_batch_pages(purge_item *batch, size_t n) {
+  qsort(batch, n, sizeof batch[0], item_by_address);
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j + 1 < n &&
+           batch[j + 1].st.base == batch[j].st.base + batch[j].st.map_size)
+      j++;
+    char *lo = batch[i].st.lo, *hi = batch[j].st.lo + batch[j].st.size;
+    madvise(lo, (size_t)(hi - lo), MADV_DONTNEED);
+    for (; i <= j; i++)
+      batch[i].st.cold = 1;
+  }
+}
+
 static void *purger(void *arg) {
   (void)arg;
   purge_item batch[PURGE_BATCH];
   pthread_mutex_lock(&purge.lock);
   for (;;) {
+    int woken = 0;
     while (purge.dirty.n == purge.dirty.head) {
       purge.sleeping = 1;
       pthread_cond_wait(&purge.wake, &purge.lock);
       purge.sleeping = 0;
+      woken = 1;
+    }
+    for (int step = 0; woken && step < PURGE_GATHER_STEPS; step++) {
+      /* Let releases gather (see PURGE_GATHER_STEPS). */
+      size_t before = purge.dirty.n - purge.dirty.head;
+      pthread_mutex_unlock(&purge.lock);
+      struct timespec gather = {0, PURGE_GATHER_NS};
+      nanosleep(&gather, NULL);
+      pthread_mutex_lock(&purge.lock);
+      if (purge.dirty.n - purge.dirty.head <= before)
+        break; /* none came (or they were taken back): go */
     }
     purge_trim();
     if (purge.dirty.n == purge.dirty.head)
@@ -543,10 +590,7 @@ static void *purger(void *arg) {
     items_removed(&purge.dirty);
     purge.busy = 1;
     pthread_mutex_unlock(&purge.lock);
-    for (size_t i = 0; i < n; i++) {
-      madvise(batch[i].st.lo, batch[i].st.size, MADV_DONTNEED);
-      batch[i].st.cold = 1;
-    }
+    purge_batch_pages(batch, n);
     pthread_mutex_lock(&purge.lock);
     for (size_t i = 0; i < n; i++) {
       if (items_push(&purge.clean, &batch[i].st, batch[i].owner) != 0) {

@@ -326,6 +326,99 @@ Test(limits, stack_overflow_is_reported_and_aborts) {
   check_overflow_report(r);
 }
 
+/*
+ * The purger gives pages back with one madvise per run of neighbouring free
+ * stacks, across the guard markers between them (MADV_DONTNEED keeps
+ * those).  A stack reused from there must still stop an overflow at its
+ * guard.  Round 1 parks PURGED_N greenlets, noting where each stack's
+ * frames sit, finishes them (past the pool's 64 they go to the purger) and
+ * waits until the purger has given those pages back; round 2 takes the
+ * pool's stacks, then one of the purger's, and overflows on it.
+ */
+enum { PURGED_N = 200, POOL_STACKS = 64 };
+static char *purged_at[PURGED_N];
+
+static int note_stack_run(greenlet_t *self, void *arg, void **result) {
+  volatile char here = 0;
+  (void)arg, (void)result;
+  purged_at[(intptr_t)greenlet_userdata(self)] = (char *)&here;
+  greenlet_switch(greenlet_parent(self), NULL, NULL);
+  return GREENLET_OK;
+}
+
+static int page_resident(const char *p) {
+  unsigned char v = 0;
+  uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+  return mincore((void *)((uintptr_t)p & ~(pg - 1)), pg, &v) == 0 && (v & 1);
+}
+
+static int purged_overflow_run(greenlet_t *self, void *arg, void **result) {
+  volatile char here = 0;
+  const char *at = (const char *)&here;
+  size_t map = OVERFLOW_STACK + 16 * 1024; /* usable + guard: neighbours' distance */
+  int j = -1, neighbour = 0;
+  for (int k = POOL_STACKS; k < PURGED_N; k++)
+    if (at > purged_at[k] - 4096 && at < purged_at[k] + 4096)
+      j = k;
+  if (j < 0)
+    child_fail("the stack did not come from the purger");
+  for (int k = POOL_STACKS; k < PURGED_N; k++)
+    if (purged_at[k] == purged_at[j] + map || purged_at[k] == purged_at[j] - map)
+      neighbour = 1;
+  if (!neighbour)
+    child_fail("no neighbouring stack went through the purger with this one");
+  return overflow_run(self, arg, result);
+}
+
+static int purged_overflow_child(void *arg) {
+  (void)arg;
+  if (strcmp(greenlet_guard_mode(), "madvise") != 0) {
+    dprintf(STDOUT_FILENO, "skip: %s guards, no purger\n", greenlet_guard_mode());
+    return 0;
+  }
+  static greenlet_t *g[PURGED_N];
+  greenlet_attr_t attr = {OVERFLOW_STACK, "parked", 0};
+  for (intptr_t i = 0; i < PURGED_N; i++) {
+    CCHECK_RC(greenlet_create(&g[i], note_stack_run, NULL, &attr), 0);
+    greenlet_set_userdata(g[i], (void *)i);
+    CCHECK_RC(greenlet_switch(g[i], NULL, NULL), GREENLET_OK);
+  }
+  for (int i = 0; i < PURGED_N; i++) {
+    CCHECK_RC(greenlet_switch(g[i], NULL, NULL), GREENLET_OK);
+    CCHECK_RC(greenlet_destroy(g[i], 0), 0);
+  }
+  for (int tries = 0;; tries++) { /* the purger works in the background */
+    int left = 0;
+    for (int k = POOL_STACKS; k < PURGED_N; k++)
+      left += page_resident(purged_at[k]);
+    if (left == 0)
+      break;
+    if (tries == 10000)
+      child_fail("%d stacks still hold their pages after 10 s", left);
+    usleep(1000);
+  }
+  for (int i = 0; i < POOL_STACKS; i++) {
+    CCHECK_RC(greenlet_create(&g[i], note_stack_run, NULL, &attr), 0);
+    greenlet_set_userdata(g[i], (void *)(intptr_t)i);
+    CCHECK_RC(greenlet_switch(g[i], NULL, NULL), GREENLET_OK);
+  }
+  greenlet_t *o = NULL;
+  greenlet_attr_t oattr = {OVERFLOW_STACK, "deep-recursion", 0};
+  CCHECK_RC(greenlet_create(&o, purged_overflow_run, NULL, &oattr), 0);
+  int rc = greenlet_switch(o, NULL, NULL);
+  child_fail("switch into the overflowing greenlet returned %d", rc);
+}
+
+Test(limits, overflow_caught_on_a_stack_the_purger_gave_back) {
+  if (test_light())
+    cr_skip_test("CGREENLET_TEST_LIGHT: guard faults are not for tools");
+  child_result *r = &child_out;
+  run_child(purged_overflow_child, NULL, r);
+  if (strncmp(r->out, "skip: ", 6) == 0)
+    cr_skip_test("%s", r->out + 6);
+  check_overflow_report(r);
+}
+
 /* Faults that are not the current greenlet hitting its own guard. */
 static int *volatile null_target;
 static volatile char *guard_target; /* inside a parked greenlet's guard */
