@@ -727,11 +727,15 @@ Test(threads, thread_exit_releases_stack_address_space) {
   cr_assert_geq(grown, want,
                 "VmSize grew only %ld KiB with %d parked %zu MiB stacks", grown,
                 AS_GREENLETS, AS_STACK >> 20);
-  /* Tolerance: a few MiB (a cached thread stack, heap growth). */
-  cr_assert_leq(vm_after, vm_before + 8 * 1024,
-                "VmSize %ld KiB before, %ld with the stacks, %ld KiB after "
-                "the thread exited",
-                vm_before, s.vm_parked_kib, vm_after);
+  /* Tolerance: a few MiB (a cached thread stack, heap growth).  Under
+   * qemu-user VmSize is the emulator's, and its own per-thread memory may
+   * stay after the thread (66 MiB once, the size of a malloc arena): there
+   * the mapping count (qemu shows the guest's maps) checks the unmapping. */
+  if (!test_qemu())
+    cr_assert_leq(vm_after, vm_before + 8 * 1024,
+                  "VmSize %ld KiB before, %ld with the stacks, %ld KiB after "
+                  "the thread exited",
+                  vm_before, s.vm_parked_kib, vm_after);
   if (MAPS_MEANINGFUL)
     cr_assert_leq(maps_after, maps_before + 8,
                   "%ld mappings before, %ld parked, %ld after", maps_before,
