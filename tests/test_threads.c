@@ -706,6 +706,14 @@ static void *warm_up(void *arg) {
   return NULL;
 }
 
+/* Under qemu-user (scripts/test-aarch64.sh sets CGREENLET_TEST_QEMU=1),
+ * VmSize is the emulator's (as helpers.h's test_qemu(), which the standalone
+ * build of this file has not). */
+static int under_qemu(void) {
+  const char *e = getenv("CGREENLET_TEST_QEMU");
+  return e && *e && *e != '0';
+}
+
 Test(threads, thread_exit_releases_stack_address_space) {
   single_malloc_arena();
   /* A first thread settles glibc's thread stack cache. */
@@ -731,7 +739,7 @@ Test(threads, thread_exit_releases_stack_address_space) {
    * qemu-user VmSize is the emulator's, and its own per-thread memory may
    * stay after the thread (66 MiB once, the size of a malloc arena): there
    * the mapping count (qemu shows the guest's maps) checks the unmapping. */
-  if (!test_qemu())
+  if (!under_qemu())
     cr_assert_leq(vm_after, vm_before + 8 * 1024,
                   "VmSize %ld KiB before, %ld with the stacks, %ld KiB after "
                   "the thread exited",
@@ -785,7 +793,7 @@ static void current_only_batch(cur_only *cs, int n) {
 
 Test(threads, thread_calling_only_current_exits_cleanly) {
 #ifndef CGREENLET_TEST_STANDALONE
-  if (test_qemu())
+  if (under_qemu())
     cr_skip_test("qemu-user's own per-thread memory shows in VmSize");
 #endif
   single_malloc_arena();
@@ -1070,11 +1078,7 @@ static long rss_kib(void) {
 /* TSan keeps per-fiber state (hundreds of KiB) and caches it, which blurs
  * VmSize at these counts (its run checks the locking, not the sizes), and
  * qemu-user's own per-thread memory shows in VmSize. */
-static int mf_qemu(void) {
-  const char *e = getenv("CGREENLET_TEST_QEMU");
-  return e && *e && *e != '0';
-}
-#define MF_VM_MEANINGFUL (MAPS_MEANINGFUL && !mf_qemu())
+#define MF_VM_MEANINGFUL (MAPS_MEANINGFUL && !under_qemu())
 
 static long mf_maps_slack(void) {
   return MF_MAPS_SLACK + (mf_light() ? 48 : 0);
@@ -1340,7 +1344,7 @@ static void *big_owner(void *arg) {
 }
 
 Test(threads, released_big_stacks_leave_nothing_resident) {
-  if (mf_light() || mf_qemu())
+  if (mf_light() || under_qemu())
     MF_SKIP("CGREENLET_TEST_LIGHT / qemu-user");
   if (!MAPS_MEANINGFUL)
     MF_SKIP("ThreadSanitizer keeps its shadow of unmapped memory");
