@@ -397,9 +397,10 @@ typedef struct purge_list {
  * stack asked for meanwhile is taken back with its pages (no zeroing, no
  * page faults), and a batch of neighbouring stacks gives its pages back in
  * one madvise.  Each madvise or munmap also interrupts the other CPUs
- * running this process (TLB shootdown), and on some VMs every page given
- * back traps to the hypervisor, which slows the releasing thread too: all
- * of it is cheaper batched. */
+ * running this process (TLB shootdown), and on this VM giving pages back
+ * slowed a thread killing parked greenlets by about 2 us per stack
+ * (docs/design.md): batched, and skipped for stacks taken back, it costs
+ * less. */
 #define PURGE_GATHER_NS 1000000L
 #define PURGE_GATHER_STEPS 10
 

@@ -354,17 +354,22 @@ static int page_resident(const char *p) {
 
 static int purged_overflow_run(greenlet_t *self, void *arg, void **result) {
   volatile char here = 0;
-  const char *at = (const char *)&here;
-  size_t map = OVERFLOW_STACK + 16 * 1024; /* usable + guard: neighbours' distance */
+  /* Addresses as integers: they lie in different objects. */
+  uintptr_t at = (uintptr_t)&here;
+  uintptr_t map = OVERFLOW_STACK + 16 * 1024; /* usable + guard: neighbours' distance */
   int j = -1, neighbour = 0;
-  for (int k = POOL_STACKS; k < PURGED_N; k++)
-    if (at > purged_at[k] - 4096 && at < purged_at[k] + 4096)
+  for (int k = POOL_STACKS; k < PURGED_N; k++) {
+    uintptr_t was = (uintptr_t)purged_at[k];
+    if (at > was - 4096 && at < was + 4096)
       j = k;
+  }
   if (j < 0)
     child_fail("the stack did not come from the purger");
-  for (int k = POOL_STACKS; k < PURGED_N; k++)
-    if (purged_at[k] == purged_at[j] + map || purged_at[k] == purged_at[j] - map)
+  for (int k = POOL_STACKS; k < PURGED_N; k++) {
+    uintptr_t d = (uintptr_t)purged_at[k] - (uintptr_t)purged_at[j];
+    if (d == map || d == (uintptr_t)0 - map)
       neighbour = 1;
+  }
   if (!neighbour)
     child_fail("no neighbouring stack went through the purger with this one");
   return overflow_run(self, arg, result);
