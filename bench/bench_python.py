@@ -67,44 +67,34 @@ def create():
         G(f).switch()
     return (time.perf_counter() - t) / N
 
-def kill():
+def park(n):
+    """n greenlets, each started and switched back out of: parked."""
     main = getcurrent()
     def body():
         main.switch()
     gs = []
-    for _ in range(N):
+    for _ in range(n):
         g = G(body); g.switch(); gs.append(g)
+    return gs
+
+def time_kills(gs):
     t = time.perf_counter()
     for g in gs:
         g.throw()
-    return (time.perf_counter() - t) / N
+    return time.perf_counter() - t
+
+def kill():
+    return time_kills(park(N)) / N
 
 def killrounds():
     # 20 rounds of N: released stacks come back from the purger each round
-    main = getcurrent()
-    def body():
-        main.switch()
-    total = 0.0
-    for _ in range(20):
-        gs = []
-        for _ in range(N):
-            g = G(body); g.switch(); gs.append(g)
-        t = time.perf_counter()
-        for g in gs:
-            g.throw()
-        total += time.perf_counter() - t
-    return total / (20 * N)
+    return sum(time_kills(park(N)) for _ in range(20)) / (20 * N)
 
 def rss():
     def rss_now():
         return int(open("/proc/self/statm").read().split()[1]) * 4096
-    main = getcurrent()
-    def body():
-        main.switch()
-    gs = []
     gc.collect(); r0 = rss_now()
-    for _ in range(N):
-        g = G(body); g.switch(); gs.append(g)
+    gs = park(N)
     return (rss_now() - r0) / N
 
 out["value"] = {"pingpong": pingpong, "deep": deep, "create": create,
