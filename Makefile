@@ -58,7 +58,7 @@ endif
 override CFLAGS += $(SANFLAGS)
 override LDFLAGS += $(SANFLAGS)
 
-LIB_SRCS := src/greenlet.c src/stack.c src/overflow.c src/fault.c
+LIB_SRCS := src/greenlet.c src/shared.c src/stack.c src/overflow.c src/fault.c
 # Only the target ISA's switch: an empty object from the other .S would lack
 # the target's GNU property note (BTI/PAC, CET) and turn it off for the .so.
 TARGET_CPU := $(firstword $(subst -, ,$(shell $(CC) -dumpmachine)))

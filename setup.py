@@ -38,7 +38,8 @@ class BuildExt(build_ext):
 
 machine = platform.machine()
 switch = {"x86_64": "src/context_x86_64.S", "aarch64": "src/context_aarch64.S"}
-sources = ["python/src/greenlet_module.c", "src/greenlet.c", "src/stack.c",
+sources = ["python/src/greenlet_module.c", "src/greenlet.c", "src/shared.c",
+           "src/stack.c",
            "src/overflow.c", "src/fault.c"]
 macros = []
 # Valgrind stack registration (a few instructions per stack outside

@@ -81,12 +81,59 @@ typedef struct greenlet_attr {
   /* Bytes at the top of the stack set aside for the caller, above where the
    * C stack starts (see greenlet_reserved); 0 = none.  Rounded up to 16. */
   size_t reserve;
+  unsigned flags; /* GREENLET_ATTR_* */
 } greenlet_attr_t;
 
-#define GREENLET_ATTR_INIT {0, NULL, 0}
+#define GREENLET_ATTR_INIT {0, NULL, 0, 0}
+
+/*
+ * A shared stack: the greenlet runs on one of a few stacks its thread keeps
+ * for shared-stack greenlets of its stack size (greenlet_set_shared_stacks),
+ * taking turns with the others bound to the same one.  While it is
+ * suspended, the part of its stack in use (from its stack pointer to where
+ * its C stack starts, plus the reserve's bytes in use, see
+ * greenlet_move_hooks_t) may be copied to the heap to let another greenlet
+ * run there, and is copied back before it resumes, at the same address.
+ * So a suspended greenlet costs the bytes it uses, not pages and page
+ * tables of its own, and a switch between greenlets on different stacks
+ * copies nothing; but pointers into a suspended greenlet's stack are not
+ * valid until it runs again (stock Python greenlet and libaco's copying
+ * stacks have the same rule).  A switch that must copy can fail with
+ * GREENLET_ENOMEM (nothing changed).
+ */
+#define GREENLET_ATTR_SHARED_STACK 1u
 #define GREENLET_DEFAULT_STACK_SIZE ((size_t)256 * 1024)
 #define GREENLET_MIN_STACK_SIZE ((size_t)16 * 1024)
 #define GREENLET_MAX_STACK_SIZE ((size_t)1 << 30)
+
+/*
+ * Shared stacks (GREENLET_ATTR_SHARED_STACK).  A process-wide setting: how
+ * many shared stacks of each stack size a thread keeps at most (default
+ * 128, or the environment variable CGREENLET_SHARED_STACKS).  Up to that
+ * many shared-stack greenlets of a thread each get a stack of their own
+ * (no copying); past it they take turns.  Affects greenlets started after
+ * the call.  Errors: EINVAL (n is 0 or above 65536).
+ */
+GREENLET_API int greenlet_set_shared_stacks(unsigned n);
+
+/*
+ * Hooks for shared-stack greenlets whose stacks hold data that other
+ * memory points into (an interpreter's frames, say); process-wide, set once
+ * before such greenlets start (NULL: none).  Both run on the thread that
+ * owns g, inside a switch: they must not call into the library.
+ *   reserve_in_use(g)   bytes at the low end of g's reserve that g uses
+ *                       (copied with its C stack); NULL: none.
+ *   moved(g, lo, hi, delta)  g's bytes [lo, hi) were just copied to
+ *                       [lo + delta, hi + delta) (out to the heap or back
+ *                       into place): move the pointers into [lo, hi) that
+ *                       live outside the copy, and those the copy holds
+ *                       that readers follow while g is suspended.
+ */
+typedef struct greenlet_move_hooks {
+  size_t (*reserve_in_use)(greenlet_t *g);
+  void (*moved)(greenlet_t *g, char *lo, char *hi, ptrdiff_t delta);
+} greenlet_move_hooks_t;
+GREENLET_API void greenlet_set_move_hooks(const greenlet_move_hooks_t *hooks);
 
 /* The current greenlet of the calling thread (creating the thread's main
  * greenlet on first use).  NULL only if that first allocation fails. */

@@ -36,12 +36,7 @@ static void thread_exit(void *arg);
 
 /* ---- introspection counters and the thread registry -------------------- */
 
-/* A counter of the calling thread's state: only its owner writes it, so a
- * load and a relaxed store suffice (no locked instruction on the switch
- * path), and greenlet_process_stats() may read it from another thread. */
-static inline void stat_add(unsigned long long *c, long long d) {
-  __atomic_store_n(c, *c + (unsigned long long)d, __ATOMIC_RELAXED);
-}
+#define stat_add greenlet__stat_add
 
 static inline unsigned long long stat_get(const unsigned long long *c) {
   return __atomic_load_n(c, __ATOMIC_RELAXED);
@@ -296,7 +291,10 @@ static void thread_exit(void *arg) {
   for (greenlet_t *g = ts->all; g; g = g->all_next) {
     if ((g->flags & GREENLET__MAIN) || g->state == GREENLET__DEAD)
       continue; /* main: below; dead: no stack, but ts->dying's (below) */
-    greenlet__pool_retire(&ts->pool, &g->stack);
+    if (g->flags & GREENLET__SHARED)
+      greenlet__shared_release(ts, g); /* its slot goes below */
+    else
+      greenlet__pool_retire(&ts->pool, &g->stack);
 #ifdef GREENLET_ASAN
     greenlet__asan_drop_fake_stack(&g->asan_fake); /* it never runs again */
 #endif
@@ -304,10 +302,14 @@ static void thread_exit(void *arg) {
     mark_dead(ts, g);
   }
   if (ts->dying) {
-    greenlet__pool_retire(&ts->pool, &ts->dying->stack);
+    if (ts->dying->flags & GREENLET__SHARED)
+      greenlet__shared_release(ts, ts->dying);
+    else
+      greenlet__pool_retire(&ts->pool, &ts->dying->stack);
     tsan_release_fiber(ts->dying);
     ts->dying = NULL;
   }
+  greenlet__shared_clear(ts);      /* the slots, to the pool */
   greenlet__pool_clear(&ts->pool); /* unmaps them all, in address order */
   stat_add(&ts->nstacks, -(long long)ts->nstacks);
   stat_add(&ts->stack_bytes, -(long long)ts->stack_bytes);
@@ -355,8 +357,12 @@ static inline void flush_dying(greenlet__tstate *ts) {
   if (dying) {
     ts->dying = NULL;
     tsan_release_fiber(dying);
-    stack_released(ts, &dying->stack);
-    greenlet__stack_put(&ts->pool, &dying->stack);
+    if (dying->flags & GREENLET__SHARED) {
+      greenlet__shared_release(ts, dying);
+    } else {
+      stack_released(ts, &dying->stack);
+      greenlet__stack_put(&ts->pool, &dying->stack);
+    }
   }
 }
 
@@ -409,23 +415,147 @@ static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
 #endif
 }
 
+/* ---- the switcher (shared stacks) ---------------------------------------
+ *
+ * A switch to a greenlet whose bytes are away from its slot (shared.h) goes
+ * through the thread's switcher: a context with a small stack of its own.
+ * The switching greenlet jumps there (so it is suspended, with its stack
+ * pointer saved, even when it is the slot's resident that must be copied
+ * out), the switcher moves the bytes, then finishes the switch the way
+ * transfer() does and jumps to the target.  If a copy cannot be allocated
+ * it jumps back instead, and the switch returns GREENLET_ENOMEM with
+ * nothing changed: values are delivered only once the target's bytes are
+ * in place (its out pointer points into them).
+ */
+
+/* ASan: the bounds of the stack g runs on (a main greenlet's are learnt). */
+#ifdef GREENLET_ASAN
+static void asan_bounds(const greenlet_t *g, const void **bottom,
+                        size_t *size) {
+  *bottom = g->stack.base ? g->stack.lo : g->asan_bottom;
+  *size = g->stack.base ? g->stack.size : g->asan_size;
+}
+#endif
+
+__attribute__((noreturn)) static void switcher_run(greenlet__tstate *ts) {
+  greenlet__shared *sh = &ts->shared;
+  for (;;) {
+    greenlet_t *from = sh->sw_from, *to = sh->sw_to;
+#ifdef GREENLET_ASAN
+    const void *bottom;
+    size_t size;
+    __sanitizer_finish_switch_fiber(sh->sw_fake, &bottom, &size);
+    if ((from->flags & GREENLET__MAIN) && !from->asan_bottom) {
+      from->asan_bottom = bottom;
+      from->asan_size = size;
+    }
+#endif
+    int rc = greenlet__shared_bring_in(ts, to);
+    greenlet_t *next = to;
+    int status = sh->sw_status;
+    if (rc == 0) {
+      stat_add(&ts->switches, 1);
+      if (to->out)
+        *to->out = sh->sw_value;
+      else
+        ts->start_value = sh->sw_value;
+      ts->current = to;
+    } else if (from->state == GREENLET__DEAD) {
+      /* A finishing greenlet cannot be resumed to report it. */
+      static const char msg[] = "cgreenlet: out of memory copying a shared "
+                                "stack for a finishing greenlet; aborting\n";
+      (void)!write(2, msg, sizeof msg - 1);
+      abort();
+    } else {
+      next = from;
+      status = rc;
+    }
+#ifdef GREENLET_TSAN
+    __tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+#ifdef GREENLET_ASAN
+    ts->origin = NULL; /* the switcher's bounds are nobody's to learn */
+    asan_bounds(next, &bottom, &size);
+    __sanitizer_start_switch_fiber(&sh->sw_fake, bottom, size);
+#endif
+    greenlet__context_swap(&sh->sw_ctx, &next->ctx, status);
+  }
+}
+
+/* The switcher's stack and context, made at the first switch that needs it. */
+static int switcher_make(greenlet__tstate *ts) {
+  greenlet__shared *sh = &ts->shared;
+  greenlet__stack st;
+  int rc = greenlet__stack_get(
+      &ts->pool, greenlet__stack_round(GREENLET_DEFAULT_STACK_SIZE), &st);
+  if (rc != 0)
+    return rc;
+  if (greenlet__context_make(&sh->sw_ctx, st.lo, st.size) != 0) {
+    greenlet__stack_put(&ts->pool, &st);
+    return GREENLET_ENOMEM;
+  }
+  sh->sw_stack = st;
+  sh->sw_entering = 1; /* greenlet__entry runs switcher_run */
+#ifdef GREENLET_TSAN
+  sh->sw_fiber = __tsan_create_fiber(0);
+#endif
+  return 0;
+}
+
+/* transfer() to a greenlet that is away from its slot. */
+static __attribute__((noinline)) int transfer_away(greenlet__tstate *ts,
+                                                   greenlet_t *from,
+                                                   greenlet_t *to, int status,
+                                                   void *value, void **out) {
+  greenlet__shared *sh = &ts->shared;
+  if (!sh->sw_stack.base) {
+    int rc = switcher_make(ts);
+    if (rc != 0)
+      return rc;
+  }
+  from->out = out;
+  sh->sw_from = from;
+  sh->sw_to = to;
+  sh->sw_status = status;
+  sh->sw_value = value;
+#ifdef GREENLET_TSAN
+  __tsan_switch_to_fiber(sh->sw_fiber, 0);
+#endif
+#ifdef GREENLET_ASAN
+  ts->origin = from;
+  __sanitizer_start_switch_fiber(ts->dying == from ? NULL : &from->asan_fake,
+                                 sh->sw_stack.lo, sh->sw_stack.size);
+  status = greenlet__context_swap(&from->ctx, &sh->sw_ctx, 0);
+  asan_after_switch(ts, from);
+  return status;
+#else
+  return greenlet__context_swap(&from->ctx, &sh->sw_ctx, 0);
+#endif
+}
+
 /* Gives an unstarted greenlet its stack and initial context. */
 /* always_inline: the stack accounting made it too big for gcc to inline on
  * its own, which cost every start a call. */
 static inline __attribute__((always_inline)) int
 prepare_start(greenlet__tstate *ts, greenlet_t *g) {
-  int rc = greenlet__stack_get(&ts->pool, g->stack_size, &g->stack);
-  if (rc != 0)
-    return rc;
-  if (greenlet__context_make(&g->ctx, g->stack.lo,
-                             g->stack.size - g->reserve) != 0) {
-    greenlet__stack_put(&ts->pool, &g->stack);
-    return GREENLET_ENOMEM;
+  if (g->flags & GREENLET__SHARED) {
+    int rc = greenlet__shared_start(ts, g); /* the slot is counted */
+    if (rc != 0)
+      return rc;
+  } else {
+    int rc = greenlet__stack_get(&ts->pool, g->stack_size, &g->stack);
+    if (rc != 0)
+      return rc;
+    if (greenlet__context_make(&g->ctx, g->stack.lo,
+                               g->stack.size - g->reserve) != 0) {
+      greenlet__stack_put(&ts->pool, &g->stack);
+      return GREENLET_ENOMEM;
+    }
+    stack_taken(ts, &g->stack);
   }
 #ifdef GREENLET_TSAN
   g->tsan_fiber = __tsan_create_fiber(0);
 #endif
-  stack_taken(ts, &g->stack);
   g->out = NULL;
   g->state = GREENLET__ACTIVE;
   return 0;
@@ -468,6 +598,17 @@ static __attribute__((noinline)) int resume_slow(greenlet__tstate *ts,
     if (rc != 0)
       return rc;
   }
+  if (target->flags & GREENLET__AWAY) {
+    int fresh = !target->saved && target->out == NULL;
+    int rc = transfer_away(ts, cur, target, status, value, out);
+    if (rc < 0 && fresh && (target->flags & GREENLET__AWAY)) {
+      /* Refused before it ever ran: unstarted again. */
+      tsan_release_fiber(target);
+      greenlet__shared_release(ts, target);
+      target->state = GREENLET__UNSTARTED;
+    }
+    return rc;
+  }
   return transfer(ts, cur, target, status, value, out);
 }
 
@@ -477,7 +618,8 @@ static __attribute__((noinline)) int resume_slow(greenlet__tstate *ts,
 static inline int resume(greenlet__tstate *ts, greenlet_t *target, int status,
                          void *value, void **out) {
   greenlet_t *cur = ts->current;
-  if (__builtin_expect(target->state == GREENLET__ACTIVE && target != cur &&
+  if (__builtin_expect(target->state == GREENLET__ACTIVE &&
+                           !(target->flags & GREENLET__AWAY) && target != cur &&
                            !ts->dying,
                        1))
     return transfer(ts, cur, target, status, value, out);
@@ -513,12 +655,19 @@ __attribute__((noreturn)) static void finish(greenlet__tstate *ts,
     }
   }
   ts->dying = g;
-  transfer(ts, g, t, status, value, NULL);
+  if (t->flags & GREENLET__AWAY)
+    transfer_away(ts, g, t, status, value, NULL);
+  else
+    transfer(ts, g, t, status, value, NULL);
   abort(); /* a dead greenlet is never resumed */
 }
 
 void greenlet__entry(void) {
   greenlet__tstate *ts = greenlet__tls;
+  if (__builtin_expect(ts->shared.sw_entering, 0)) {
+    ts->shared.sw_entering = 0;
+    switcher_run(ts);
+  }
   greenlet_t *g = ts->current;
 #ifdef GREENLET_ASAN
   g->asan_fake = NULL;
@@ -556,6 +705,9 @@ int greenlet_create(greenlet_t **out, greenlet_run_fn run, greenlet_t *parent,
   reserve = (reserve + 15) & ~(size_t)15;
   if (reserve > greenlet__stack_round(size) - GREENLET_MIN_STACK_SIZE)
     return GREENLET_EINVAL;
+  unsigned aflags = attr ? attr->flags : 0;
+  if (aflags & ~GREENLET_ATTR_SHARED_STACK)
+    return GREENLET_EINVAL;
   greenlet__tstate *ts = tstate_get();
   if (!ts)
     return GREENLET_ENOMEM;
@@ -572,6 +724,8 @@ int greenlet_create(greenlet_t **out, greenlet_run_fn run, greenlet_t *parent,
   parent->refcnt++;
   g->stack_size = greenlet__stack_round(size);
   g->reserve = reserve;
+  if (aflags & GREENLET_ATTR_SHARED_STACK)
+    g->flags |= GREENLET__SHARED;
   if (attr && attr->name) {
     strncpy(g->name, attr->name, sizeof g->name - 1);
     g->name[sizeof g->name - 1] = '\0';
@@ -672,8 +826,12 @@ int greenlet_destroy(greenlet_t *g, unsigned flags) {
 #ifdef GREENLET_ASAN
     greenlet__asan_drop_fake_stack(&g->asan_fake); /* it never runs again */
 #endif
-    stack_released(ts, &g->stack);
-    greenlet__stack_put(&ts->pool, &g->stack);
+    if (g->flags & GREENLET__SHARED) {
+      greenlet__shared_release(ts, g);
+    } else {
+      stack_released(ts, &g->stack);
+      greenlet__stack_put(&ts->pool, &g->stack);
+    }
     mark_dead(ts, g);
   } else if (g->state == GREENLET__UNSTARTED) {
     mark_dead(ts, g);
@@ -725,7 +883,8 @@ int greenlet_owned_by_current_thread(const greenlet_t *g) {
 }
 
 size_t greenlet_stack_in_use(const greenlet_t *g) {
-  if (!g || g->state != GREENLET__ACTIVE || g == g->ts->current)
+  if (!g || g->state != GREENLET__ACTIVE || g == g->ts->current ||
+      ((g->flags & GREENLET__AWAY) && !g->saved))
     return 0;
   const char *sp = greenlet__context_sp(&g->ctx);
   const char *hi = g->stack.base ? g->stack.lo + g->stack.size - g->reserve
@@ -738,7 +897,8 @@ size_t greenlet_stack_size(const greenlet_t *g) {
 }
 
 void *greenlet_reserved(const greenlet_t *g) {
-  if (!g || !g->reserve || !g->stack.base || g->state != GREENLET__ACTIVE)
+  if (!g || !g->reserve || !g->stack.base || g->state != GREENLET__ACTIVE ||
+      (g->flags & GREENLET__AWAY))
     return NULL;
   return g->stack.lo + g->stack.size - g->reserve;
 }

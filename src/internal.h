@@ -9,6 +9,7 @@
 #include "cgreenlet.h"
 #include "context.h"
 #include "sanitizer.h"
+#include "shared.h"
 #include "stack.h"
 
 #include <pthread.h>
@@ -18,6 +19,8 @@ enum { GREENLET__UNSTARTED = 0, GREENLET__ACTIVE = 1, GREENLET__DEAD = 2 };
 enum {
   GREENLET__MAIN = 1u,     /* the thread's main greenlet */
   GREENLET__RELEASED = 2u, /* greenlet_destroy() was called on the handle */
+  GREENLET__SHARED = 4u,   /* GREENLET_ATTR_SHARED_STACK */
+  GREENLET__AWAY = 8u,     /* shared, active, bytes not in its slot (shared.h) */
 };
 
 typedef struct greenlet__tstate greenlet__tstate;
@@ -35,6 +38,10 @@ struct greenlet {
   greenlet__stack stack; /* base == NULL: no stack (unstarted, dead, main) */
   size_t stack_size;     /* usable size to allocate at start */
   size_t reserve;        /* top bytes of the stack kept for the caller */
+  greenlet__slot *slot;  /* shared: the slot it runs on, once started */
+  char *saved;           /* shared, away: the copy of its bytes, or NULL if
+                            it never ran */
+  size_t saved_len;
   unsigned long long id;
   int refcnt; /* 1 for the handle + 1 per child naming it parent */
   unsigned char state;
@@ -72,6 +79,7 @@ struct greenlet__tstate {
   unsigned spare_count;
   unsigned long long next_id, end_id; /* this thread's block of ids */
   greenlet__pool pool;
+  greenlet__shared shared;
   void *altstack;
   char *main_stack_hi; /* top of the thread's own stack (0 if unknown) */
   /* Lifetime: one reference for the running thread and one per greenlet
@@ -95,6 +103,13 @@ struct greenlet__tstate {
   int tid;    /* kernel thread id (what gdb shows as LWP) */
   int listed; /* on the registry (not before setup, nor in a fork child) */
 };
+
+/* A counter of the calling thread's state: only its owner writes it, so a
+ * load and a relaxed store suffice (no locked instruction on the switch
+ * path), and greenlet_process_stats() may read it from another thread. */
+static inline void greenlet__stat_add(unsigned long long *c, long long d) {
+  __atomic_store_n(c, *c + (unsigned long long)d, __ATOMIC_RELAXED);
+}
 
 extern greenlet__tstate *greenlet__threads
     __attribute__((visibility("hidden")));

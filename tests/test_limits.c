@@ -195,7 +195,7 @@ Test(limits, million_parked_greenlets, .timeout = 300) {
   cr_assert_neq(g, NULL);
   greenlet_t *main = greenlet_current();
   long maps_before = map_count();
-  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0};
+  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0, 0};
   double t0 = now_s();
   for (intptr_t i = 0; i < MILLION; i++) {
     int rc = greenlet_create(&g[i], park_run, NULL, &attr);
@@ -275,20 +275,34 @@ static int overflow_run(greenlet_t *self, void *arg, void **result) {
 
 #define OVERFLOW_STACK ((size_t)64 * 1024)
 
+static int park_once(greenlet_t *self, void *arg, void **result) {
+  (void)arg, (void)result;
+  greenlet_switch(greenlet_parent(self), NULL, NULL);
+  return GREENLET_OK;
+}
+
+/* arg non-NULL: a shared stack, one slot, taken first by a parked greenlet
+ * (so the overflowing one starts on a slot whose bytes were copied out). */
 static void *overflow_thread(void *arg) {
-  (void)arg;
   greenlet_t *g = NULL;
-  greenlet_attr_t attr = {OVERFLOW_STACK, "deep-recursion", 0};
+  greenlet_attr_t attr = {OVERFLOW_STACK, "deep-recursion", 0, 0};
+  if (arg) {
+    attr.flags = GREENLET_ATTR_SHARED_STACK;
+    CCHECK_RC(greenlet_set_shared_stacks(1), 0);
+    greenlet_t *parked;
+    CCHECK_RC(greenlet_create(&parked, park_once, NULL, &attr), 0);
+    CCHECK_RC(greenlet_switch(parked, NULL, NULL), GREENLET_OK);
+  }
   CCHECK_RC(greenlet_create(&g, overflow_run, NULL, &attr), 0);
   int rc = greenlet_switch(g, NULL, NULL);
   child_fail("switch into the overflowing greenlet returned %d", rc);
 }
 
-/* arg: NULL = overflow on the main thread, else on a second thread (which
- * has a signal stack of its own). */
+/* arg: NULL = overflow on the main thread, P(2) the same on a shared
+ * stack, else on a second thread (which has a signal stack of its own). */
 static int overflow_child(void *arg) {
-  if (!arg)
-    overflow_thread(NULL);
+  if (!arg || arg == P(2))
+    overflow_thread(arg);
   (void)greenlet_current(); /* this thread uses the library too */
   pthread_t t;
   CCHECK(pthread_create(&t, NULL, overflow_thread, NULL) == 0,
@@ -323,6 +337,8 @@ Test(limits, stack_overflow_is_reported_and_aborts) {
   run_child(overflow_child, NULL, r);
   check_overflow_report(r);
   run_child(overflow_child, P(1), r);
+  check_overflow_report(r);
+  run_child(overflow_child, P(2), r);
   check_overflow_report(r);
 }
 
@@ -382,7 +398,7 @@ static int purged_overflow_child(void *arg) {
     return 0;
   }
   static greenlet_t *g[PURGED_N];
-  greenlet_attr_t attr = {OVERFLOW_STACK, "parked", 0};
+  greenlet_attr_t attr = {OVERFLOW_STACK, "parked", 0, 0};
   for (intptr_t i = 0; i < PURGED_N; i++) {
     CCHECK_RC(greenlet_create(&g[i], note_stack_run, NULL, &attr), 0);
     greenlet_set_userdata(g[i], (void *)i);
@@ -408,7 +424,7 @@ static int purged_overflow_child(void *arg) {
     CCHECK_RC(greenlet_switch(g[i], NULL, NULL), GREENLET_OK);
   }
   greenlet_t *o = NULL;
-  greenlet_attr_t oattr = {OVERFLOW_STACK, "deep-recursion", 0};
+  greenlet_attr_t oattr = {OVERFLOW_STACK, "deep-recursion", 0, 0};
   CCHECK_RC(greenlet_create(&o, purged_overflow_run, NULL, &oattr), 0);
   int rc = greenlet_switch(o, NULL, NULL);
   child_fail("switch into the overflowing greenlet returned %d", rc);
@@ -461,7 +477,7 @@ static int bad_write_child(void *arg) {
   CCHECK(p != MAP_FAILED, "mmap: %s", strerror(errno));
   prot_none_target = p;
   greenlet_t *g = NULL;
-  greenlet_attr_t attr = {0, "bad-writer", 0};
+  greenlet_attr_t attr = {0, "bad-writer", 0, 0};
   CCHECK_RC(greenlet_create(&g, bad_write_run, NULL, &attr), 0);
   int rc = greenlet_switch(g, arg, NULL);
   child_fail("switch returned %d", rc);
@@ -489,7 +505,7 @@ static int guard_poker_run(greenlet_t *self, void *arg, void **result) {
 /* arg: 0 = poke from the main greenlet, 1 = from another greenlet. */
 static int other_guard_child(void *arg) {
   greenlet_t *owner = NULL, *poker = NULL;
-  greenlet_attr_t attr = {64 * 1024, "guard-owner", 0};
+  greenlet_attr_t attr = {64 * 1024, "guard-owner", 0, 0};
   CCHECK_RC(greenlet_create(&owner, guard_owner_run, NULL, &attr), 0);
   CCHECK_RC(greenlet_switch(owner, NULL, NULL), GREENLET_OK);
   CCHECK(guard_target != NULL, "no guard address");
@@ -634,7 +650,7 @@ static int nomem_child(void *arg) {
   low.rlim_cur = (rlim_t)vm + 4 * NOMEM_STACK + NOMEM_STACK / 2;
   low.rlim_max = old.rlim_max;
   CCHECK(setrlimit(RLIMIT_AS, &low) == 0, "setrlimit: %s", strerror(errno));
-  greenlet_attr_t attr = {NOMEM_STACK, "big", 0};
+  greenlet_attr_t attr = {NOMEM_STACK, "big", 0, 0};
   for (n = 0; n < NOMEM_MAX; n++) {
     int rc = greenlet_create(&g[n], park_run, NULL, &attr);
     if (rc != 0) {
@@ -716,7 +732,7 @@ static int maplimit_child(void *arg) {
          greenlet_guard_mode());
   greenlet_t **g = malloc(sizeof *g * MAPLIMIT_TRIES);
   CCHECK(g != NULL, "malloc");
-  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0};
+  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0, 0};
   long n;
   int rc = 0;
   for (n = 0; n < MAPLIMIT_TRIES; n++) {
@@ -782,7 +798,7 @@ static size_t round_page(size_t n) {
 
 /* A create refused for its size writes nothing and allocates nothing. */
 static void expect_bad_size(size_t size) {
-  greenlet_attr_t attr = {size, "bad", 0};
+  greenlet_attr_t attr = {size, "bad", 0, 0};
   greenlet_t *g = P(0x1234);
   struct mallinfo2 before = mallinfo2();
   EXPECT_RC(greenlet_create(&g, finish_run, NULL, &attr), GREENLET_EINVAL);
@@ -794,7 +810,7 @@ static void expect_bad_size(size_t size) {
 }
 
 static void expect_size(size_t asked, size_t reported) {
-  greenlet_attr_t attr = {asked, NULL, 0};
+  greenlet_attr_t attr = {asked, NULL, 0, 0};
   greenlet_t *g = NULL;
   EXPECT_RC(greenlet_create(&g, finish_run, NULL, &attr), 0);
   cr_assert_eq(greenlet_stack_size(g), reported, "asked %zu, reports %zu",
@@ -874,7 +890,7 @@ static int depth_run(greenlet_t *self, void *arg, void **result) {
 }
 
 static void stack_in_use_case(size_t stack_size, int deep) {
-  greenlet_attr_t attr = {stack_size, "depth", 0};
+  greenlet_attr_t attr = {stack_size, "depth", 0, 0};
   greenlet_t *g = NULL;
   EXPECT_RC(greenlet_create(&g, depth_run, NULL, &attr), 0);
   size_t size = greenlet_stack_size(g);
@@ -1004,7 +1020,7 @@ static int churn_child(void *arg) {
   /* Past the pool either way; fewer under Valgrind and qemu. */
   int n = test_light() ? 300 : CHURN_MAX;
   static greenlet_t *g[CHURN_MAX];
-  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0};
+  greenlet_attr_t attr = {GREENLET_MIN_STACK_SIZE, NULL, 0, 0};
   for (int round = 0; round < 2; round++) {
     for (int i = 0; i < n; i++)
       if (greenlet_create(&g[i], scribble_run, NULL, &attr) != 0 ||

@@ -62,7 +62,7 @@ static int park(greenlet_t *self, void *arg, void **result) {
 }
 
 static void make(greenlet_t **g, int n, size_t stack) {
-  greenlet_attr_t attr = {stack, "reclaim", 0};
+  greenlet_attr_t attr = {stack, "reclaim", 0, 0};
   for (int i = 0; i < n; i++) {
     EXPECT_RC(greenlet_create(&g[i], park, NULL, &attr), 0);
     EXPECT_RC(greenlet_switch(g[i], P(i), NULL), GREENLET_OK);
@@ -170,7 +170,7 @@ enum { FAULT_N = 80 }; /* past the pool (64): the purger's list too */
  * calls said GREENLET_ENOMEM (the round stops at the first). */
 static int fault_round(size_t stack, int *switch_enomem) {
   greenlet_t *g[FAULT_N];
-  greenlet_attr_t attr = {stack, "fault", 0};
+  greenlet_attr_t attr = {stack, "fault", 0, 0};
   int made = 0, enomem = 0;
   for (; made < FAULT_N; made++) {
     int rc = greenlet_create(&g[made], park, NULL, &attr);

@@ -239,7 +239,7 @@ static void *mt_thread_main(void *arg) {
 
   for (int i = 0; i < MT_DEPTH; i++) {
     t->nodes[i] = (mt_node){t, i};
-    greenlet_attr_t attr = {64 * 1024, "mt", 0};
+    greenlet_attr_t attr = {64 * 1024, "mt", 0, 0};
     TCHECK_RC(greenlet_create(&t->g[i], mt_run, i ? t->g[i - 1] : NULL, &attr),
               0);
     greenlet_set_userdata(t->g[i], &t->nodes[i]);
@@ -379,7 +379,7 @@ static int never_run(greenlet_t *self, void *arg, void **result) {
 static void *xt_owner(void *arg) {
   xt_state *s = arg;
   s->main = greenlet_current();
-  greenlet_attr_t attr = {0, "parked", 0};
+  greenlet_attr_t attr = {0, "parked", 0, 0};
   TCHECK_RC(greenlet_create(&s->parked, park_run, NULL, &attr), 0);
   greenlet_set_userdata(s->parked, &s->parked_resumes);
   attr.name = "unstarted";
@@ -540,7 +540,7 @@ static int deep_run(greenlet_t *self, void *arg, void **result) {
 static int nest_run(greenlet_t *self, void *arg, void **result) {
   (void)arg;
   greenlet_t **child_out = greenlet_userdata(self);
-  greenlet_attr_t attr = {0, "nested-child", 0};
+  greenlet_attr_t attr = {0, "nested-child", 0, 0};
   TCHECK_RC(greenlet_create(child_out, park_run, NULL, &attr), 0);
   TCHECK(greenlet_parent(*child_out) == self, "parent");
   TCHECK_RC(greenlet_switch(*child_out, P(3), NULL), GREENLET_OK);
@@ -569,7 +569,7 @@ typedef struct {
 
 static void *ex_owner(void *arg) {
   ex_state *s = arg;
-  greenlet_attr_t attr = {128 * 1024, NULL, 0};
+  greenlet_attr_t attr = {128 * 1024, NULL, 0, 0};
   TCHECK_RC(greenlet_create(&s->g[EX_P1], park_run, NULL, &attr), 0);
   TCHECK_RC(greenlet_switch(s->g[EX_P1], P(1), NULL), GREENLET_OK);
   TCHECK_RC(greenlet_create(&s->g[EX_DEEP], deep_run, NULL, &attr), 0);
@@ -685,7 +685,7 @@ typedef struct {
 
 static void *as_owner(void *arg) {
   as_state *s = arg;
-  greenlet_attr_t attr = {AS_STACK, "big", 0};
+  greenlet_attr_t attr = {AS_STACK, "big", 0, 0};
   for (int i = 0; i < AS_GREENLETS; i++) {
     TCHECK_RC(greenlet_create(&s->g[i], park_run, NULL, &attr), 0);
     TCHECK_RC(greenlet_switch(s->g[i], P(i), NULL), GREENLET_OK);
@@ -940,7 +940,7 @@ static void *churn(void *arg) {
     void *out = NULL;
     int resumes = 0;
     int kind = (int)((i + s->index) % 5);
-    greenlet_attr_t attr = {(kind & 1) ? 32 * 1024 : 0, "churn", 0};
+    greenlet_attr_t attr = {(kind & 1) ? 32 * 1024 : 0, "churn", 0, 0};
     int rc = greenlet_create(&g,
                              kind == 3   ? thrower_target_run
                              : kind == 2 ? return_arg_run
@@ -1115,7 +1115,7 @@ static int mf_run(greenlet_t *self, void *arg, void **result) {
 
 /* Creates and parks g[from], g[from + step], ... below n. */
 static void mf_make(greenlet_t **g, int from, int step, int n, size_t stack) {
-  greenlet_attr_t attr = {stack, "mass", 0};
+  greenlet_attr_t attr = {stack, "mass", 0, 0};
   for (int i = from; i < n; i += step) {
     TCHECK_RC(greenlet_create(&g[i], mf_run, NULL, &attr), 0);
     TCHECK_RC(greenlet_switch(g[i], P(i), NULL), GREENLET_OK);
@@ -1328,7 +1328,7 @@ static int big_frame_run(greenlet_t *self, void *arg, void **result) {
 
 static void *big_owner(void *arg) {
   greenlet_t **g = arg;
-  greenlet_attr_t attr = {BIG_STACK, "big", 0};
+  greenlet_attr_t attr = {BIG_STACK, "big", 0, 0};
   for (int i = 0; i < BIG_N; i++) {
     TCHECK_RC(greenlet_create(&g[i], big_frame_run, NULL, &attr), 0);
     TCHECK_RC(greenlet_switch(g[i], P(i), NULL), GREENLET_OK);

@@ -9,6 +9,9 @@
  *      and change nothing.
  *   3. After the owners exit, two threads destroy their leftover greenlets
  *      concurrently (records of one dead thread, freed under its lock).
+ *
+ * Odd-numbered threads make every greenlet with a shared stack (two per
+ * thread), so their switches copy stacks in and out.
  */
 #define _GNU_SOURCE
 #include "cgreenlet.h"
@@ -34,6 +37,11 @@ enum { THREADS = 8, LEFT = 16, ROUNDS = 2000 };
 static greenlet_t *leftover[THREADS][LEFT];
 static greenlet_t *shared_target; /* parked greenlet of thread 0 */
 static pthread_barrier_t ready, probed;
+static const greenlet_attr_t shared = {.flags = GREENLET_ATTR_SHARED_STACK};
+
+static const greenlet_attr_t *attr_of(int id) {
+  return id % 2 ? &shared : NULL;
+}
 
 static int echo(greenlet_t *self, void *arg, void **result) {
   void *v = arg;
@@ -47,10 +55,9 @@ static int echo(greenlet_t *self, void *arg, void **result) {
 }
 
 static int nested(greenlet_t *self, void *arg, void **result) {
-  (void)self;
   greenlet_t *inner;
   void *v;
-  CHECK(greenlet_create(&inner, echo, NULL, NULL) == 0);
+  CHECK(greenlet_create(&inner, echo, NULL, greenlet_userdata(self)) == 0);
   CHECK(greenlet_switch(inner, arg, &v) == GREENLET_OK);
   CHECK(I(v) == I(arg) + 1);
   CHECK(greenlet_kill(inner, NULL) == GREENLET_OK);
@@ -65,7 +72,7 @@ static void *worker(void *arg) {
   CHECK(main_g && greenlet_is_main(main_g));
   greenlet_t *g;
   void *v;
-  CHECK(greenlet_create(&g, echo, NULL, NULL) == 0);
+  CHECK(greenlet_create(&g, echo, NULL, attr_of(id)) == 0);
   CHECK(greenlet_switch(g, P(0), &v) == GREENLET_OK && I(v) == 1);
   for (int i = 0; i < ROUNDS; i++) {
     CHECK(greenlet_switch(g, P(i), &v) == GREENLET_OK);
@@ -74,13 +81,14 @@ static void *worker(void *arg) {
   CHECK(greenlet_kill(g, NULL) == GREENLET_OK && greenlet_dead(g));
   CHECK(greenlet_destroy(g, 0) == 0);
   for (int i = 0; i < 200; i++) {
-    CHECK(greenlet_create(&g, nested, NULL, NULL) == 0);
+    CHECK(greenlet_create(&g, nested, NULL, attr_of(id)) == 0);
+    greenlet_set_userdata(g, (void *)attr_of(id));
     CHECK(greenlet_switch(g, P(i), &v) == GREENLET_OK && I(v) == 2 * (i + 1));
     CHECK(greenlet_destroy(g, 0) == 0);
   }
   /* Leave greenlets behind: half parked, half never started. */
   for (int i = 0; i < LEFT; i++) {
-    CHECK(greenlet_create(&leftover[id][i], echo, NULL, NULL) == 0);
+    CHECK(greenlet_create(&leftover[id][i], echo, NULL, attr_of(id)) == 0);
     if (i % 2 == 0)
       CHECK(greenlet_switch(leftover[id][i], P(i), &v) == GREENLET_OK);
   }
@@ -126,6 +134,7 @@ static void *destroyer(void *arg) {
 
 int main(void) {
   pthread_t th[THREADS], pr, d[2];
+  CHECK(greenlet_set_shared_stacks(2) == 0);
   pthread_barrier_init(&ready, NULL, 2);
   pthread_barrier_init(&probed, NULL, 2);
   CHECK(pthread_create(&pr, NULL, prober, NULL) == 0);
