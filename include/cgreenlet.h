@@ -268,8 +268,10 @@ typedef struct greenlet_stats {
                         greenlet; process: exited threads included */
   uint64_t live;     /* greenlets not dead: main, unstarted, suspended and
                         running ones */
-  uint64_t stacks;   /* greenlets holding a stack: started and not yet
-                        released (a finished one until the next call) */
+  uint64_t stacks;   /* stacks held: each started, not yet released
+                        greenlet's own (a finished one until the next
+                        call), and the thread's shared stacks (free ones
+                        it keeps included) */
   size_t stack_reserved; /* usable bytes of those stacks (address space;
                             pooled spare stacks and main stacks excluded) */
   size_t stack_in_use;   /* thread only (0 in process scope): bytes in use

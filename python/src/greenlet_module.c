@@ -71,6 +71,10 @@ struct cg_thread {
   PyObject *xfer_args, *xfer_kwargs;          /* a value: args, kwargs */
   PyObject *xfer_type, *xfer_value, *xfer_tb; /* an exception */
   PyObject *deleteme; /* list of greenlets to kill, queued by other threads */
+  /* The tracing flag of the greenlet that switched last, for the one it
+   * resumes: read before the switch, because the origin's _PyCFrame (on
+   * its stack) may have been copied away by then (shared stacks). */
+  uint8_t tracing;
   /* Core records of this thread's greenlet objects freed on other threads
    * (release_core), for this thread to destroy. */
   greenlet_t **core_free;
@@ -126,6 +130,7 @@ static cg_thread *thread_get(void) {
   th->tstate = ts;
   th->main = th->current = th->origin = th->via = NULL;
   th->tracefunc = NULL;
+  th->tracing = 0;
   th->all = NULL;
   th->xfer_args = th->xfer_kwargs = NULL;
   th->xfer_type = th->xfer_value = th->xfer_tb = NULL;
@@ -449,14 +454,14 @@ static PyObject *do_switch(cg_thread *th, PyGreenlet *target, int status,
   }
   cg_pystate_save(&me->st, ts, call_end);
   uint8_t tracing = cg_pystate_use_tracing(ts);
+  th->tracing = tracing;
   /* To t, the Python-level resolution: the core's parent links can differ
    * for a dead greenlet (see green_run). */
   int rc = status == GREENLET_OK ? greenlet_switch(t->pimpl->core, NULL, NULL)
                                  : greenlet_throw(t->pimpl->core, NULL, NULL);
   /* Resumed (or refused). */
-  if (rc >= 0) {
-    tracing = cg_pystate_use_tracing(ts);
-  }
+  if (rc >= 0)
+    tracing = th->tracing;
   cg_pystate_restore(&me->st, ts, tracing);
   PyObject *result;
   PyGreenlet *origin = NULL;
@@ -493,7 +498,7 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   PyThreadState *ts = th->tstate;
   cg_start_buffers buffers;
   if (cg_pystate_start(&me->st, ts, &buffers, greenlet_reserved(core),
-                       cg_pystate_use_tracing(ts)) < 0)
+                       th->tracing) < 0)
     Py_FatalError("greenlet: started without cg_pystate_prepare()");
   PyObject *args = th->xfer_args ? th->xfer_args : Py_NewRef(empty_tuple);
   PyObject *kwargs = th->xfer_kwargs;
@@ -581,6 +586,7 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
     Py_XSETREF(th->origin, th->via);
     th->via = NULL;
   }
+  th->tracing = cg_pystate_use_tracing(ts);
   cg_pystate_finish(&me->st, ts);
   /* The parent (or whoever the core resumes) takes th->current over. */
   return status;
@@ -643,7 +649,8 @@ static int ensure_core(cg_thread *th, PyGreenlet *g) {
   if (ensure_core(th, p) < 0)
     return -1;
   greenlet_attr_t attr = {.stack_size = CG_STACK_SIZE,
-                          .reserve = CG_PYSTATE_RESERVE};
+                          .reserve = CG_PYSTATE_RESERVE,
+                          .flags = GREENLET_ATTR_SHARED_STACK};
   int rc = greenlet_create(&i->core, green_run, p->pimpl->core, &attr);
   if (rc != 0) {
     i->core = NULL;
@@ -1733,7 +1740,29 @@ static struct PyModuleDef module_def = {
     .m_doc = "cgreenlet: greenlet 2.0.2 API on libcgreenlet", .m_size = -1,
     .m_methods = mod_methods};
 
+/* ---- shared stacks ------------------------------------------------------
+ * Every greenlet runs on a shared stack (cgreenlet.h): with few greenlets
+ * each has one to itself; past the thread's limit, a suspended greenlet's
+ * bytes may be copied to the heap while another runs on its stack.  The
+ * core asks how much of the reserve (the root chunk) is in use, and tells
+ * the state layer where the bytes went (cg_pystate_moved). */
+static size_t cg_hook_reserve_in_use(greenlet_t *core) {
+  PyGreenlet *g = greenlet_userdata(core);
+  if (!g || !g->pimpl)
+    return SIZE_MAX; /* unknown: the core copies the whole reserve */
+  return cg_pystate_reserve_in_use(&g->pimpl->st);
+}
+
+static void cg_hook_moved(greenlet_t *core, char *lo, char *hi, ptrdiff_t d) {
+  PyGreenlet *g = greenlet_userdata(core);
+  if (g && g->pimpl)
+    cg_pystate_moved(&g->pimpl->st, lo, hi, d);
+}
+
 PyMODINIT_FUNC PyInit__greenlet(void) {
+  static const greenlet_move_hooks_t hooks = {cg_hook_reserve_in_use,
+                                              cg_hook_moved};
+  greenlet_set_move_hooks(&hooks);
   PyObject *m = PyModule_Create(&module_def);
   if (!m)
     return NULL;

@@ -64,6 +64,13 @@ static inline PyCodeObject *cg_frame_code(_PyInterpreterFrame *f) {
 typedef _PyCFrame cg_frame_chain;
 #define CG_THREAD_CHAIN(ts) ((ts)->cframe)
 #define CG_SAVED_CHAIN(st) ((st)->cframe)
+/* The saved _PyCFrame is on the C stack: when it moves (shared stacks),
+ * its current_frame, which cg_saved_frame follows, moves too. */
+#define CG_CHAIN_MOVED(st, M)                                                  \
+  do {                                                                         \
+    if ((st)->cframe)                                                          \
+      M((st)->cframe->current_frame);                                          \
+  } while (0)
 
 static inline _PyInterpreterFrame *cg_saved_frame(const cg_pystate *st) {
   return st->cframe ? st->cframe->current_frame : NULL;

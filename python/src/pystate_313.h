@@ -105,6 +105,8 @@ static inline PyCodeObject *cg_frame_code(_PyInterpreterFrame *f) {
 typedef _PyInterpreterFrame cg_frame_chain;
 #define CG_THREAD_CHAIN(ts) ((ts)->current_frame)
 #define CG_SAVED_CHAIN(st) ((st)->frame)
+/* (The chain is the saved frame pointer itself.) */
+#define CG_CHAIN_MOVED(st, M) ((void)0)
 
 static inline _PyInterpreterFrame *cg_saved_frame(const cg_pystate *st) {
   return st->frame;

@@ -68,6 +68,56 @@ static inline size_t cg_root_used(const cg_pystate *st) {
   return (size_t)((const char *)top - (const char *)r);
 }
 
+/* Bytes of the root chunk a suspended greenlet uses (the core copies them
+ * with its C stack when its shared stack is needed by another greenlet). */
+static inline size_t cg_pystate_reserve_in_use(const cg_pystate *st) {
+  return st->root ? cg_root_used(st) : 0;
+}
+
+/* p moved by d if it points into [lo, hi] (hi included: an end pointer). */
+#define CG_MOVE_IF_IN(p, lo, hi, d)                                            \
+  do {                                                                         \
+    if ((char *)(p) >= (lo) && (char *)(p) <= (hi))                            \
+      (p) = (void *)((uintptr_t)(p) + (uintptr_t)(d));                         \
+  } while (0)
+
+/*
+ * The suspended greenlet's bytes [lo, hi) (its C stack and its root chunk's
+ * frames) were copied to lo + d: out of its shared stack, or back into it.
+ * Moves every pointer into them that someone follows while the greenlet is
+ * suspended: the record's, the chunk chain's, and along the frame chain
+ * each frame's link (root-chunk frames, entry frames and the _PyCFrame are
+ * in the copy; generators' frames and upper chunks are not) and its frame
+ * object's frame pointer.  The same walk moves them back.  So gr_frame,
+ * f_back, the collector and cg_pystate_orphan read the frames wherever they
+ * are.  Pointers that only the running greenlet follows (_PyCFrame links,
+ * the C frames' own) are left: they are right again once it is back.
+ */
+static inline void cg_pystate_moved(cg_pystate *st, char *lo, char *hi,
+                                    ptrdiff_t d) {
+#define M(p) CG_MOVE_IF_IN(p, lo, hi, d)
+  M(CG_SAVED_CHAIN(st));
+  CG_CHAIN_MOVED(st, M);
+  M(st->datastack_chunk);
+  M(st->datastack_top);
+  M(st->datastack_limit);
+  M(st->root);
+  M(st->top_sp);
+  M(st->exc_info);
+  for (_PyStackChunk *c = st->datastack_chunk; c; c = c->previous)
+    M(c->previous);
+  for (_PyInterpreterFrame *f = cg_saved_frame(st); f; f = f->previous) {
+    M(f->previous);
+#if CG_ENTRY_FRAMES
+    if (f->owner == FRAME_OWNED_BY_CSTACK)
+      continue; /* only owner, previous and f_code are set */
+#endif
+    if (f->frame_obj)
+      M(f->frame_obj->f_frame);
+  }
+#undef M
+}
+
 /* Frees the data-stack chunks CPython pushed above the root chunk. */
 static inline void cg_free_upper_chunks(_PyStackChunk *c, _PyStackChunk *root) {
   PyObjectArenaAllocator arena;

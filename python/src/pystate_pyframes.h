@@ -168,6 +168,24 @@ static inline void cg_pystate_finish(cg_pystate *st, PyThreadState *ts) {
 #endif
 }
 
+/* Shared stacks: frames are heap objects here, and nothing but the running
+ * greenlet reads its C stack, so only the record's pointer into it (the
+ * saved CFrame, 3.10) moves with the bytes; the root chunk is 3.11's. */
+static inline size_t cg_pystate_reserve_in_use(const cg_pystate *st) {
+  (void)st;
+  return 0;
+}
+
+static inline void cg_pystate_moved(cg_pystate *st, char *lo, char *hi,
+                                    ptrdiff_t d) {
+#if CG_CFRAMES
+  if ((char *)st->cframe >= lo && (char *)st->cframe <= hi)
+    st->cframe = (CFrame *)((uintptr_t)st->cframe + (uintptr_t)d);
+#else
+  (void)st, (void)lo, (void)hi, (void)d;
+#endif
+}
+
 /* New reference to the top frame object of a suspended greenlet (None if it
  * has none).  Frames are objects already: nothing to allocate. */
 static inline PyObject *cg_pystate_frame(cg_pystate *st, PyThreadState *ts) {

@@ -49,16 +49,17 @@ def test_stats_count_creations_switches_and_stacks():
     assert s1["created"] - s0["created"] == 10
     assert s1["switches"] - s0["switches"] == 20      # into each and back
     assert s1["live"] - s0["live"] == 10
-    # (s0 may count the stack of a greenlet that just finished: the core
-    # gives it back at its next call.)
-    assert 9 <= s1["stacks"] - s0["stacks"] <= 10
-    assert s1["stack_reserved"] - s0["stack_reserved"] >= 10 * 256 * 1024
+    # Every Python greenlet runs on a shared stack; below the thread's limit
+    # (128) each parked one has one to itself, taken from the free ones the
+    # thread keeps (up to 8) or newly mapped.
+    assert s1["stacks"] >= 10 and s1["stacks"] - s0["stacks"] <= 10
+    assert s1["stack_reserved"] >= 10 * 256 * 1024
     assert s1["stack_in_use"] > s0["stack_in_use"]
     p = introspect.stats("process")
     assert p["threads"] >= 1 and p["created"] >= s1["created"]
     del gs, g
     s2 = introspect.stats()
-    assert s2["live"] == s0["live"] and s2["stacks"] <= s0["stacks"]
+    assert s2["live"] == s0["live"] and s2["stacks"] <= max(s0["stacks"], 8)
     with pytest.raises(ValueError):
         introspect.stats("nonsense")
 
