@@ -81,7 +81,7 @@ def test_recursion_limit_applies_per_greenlet_and_is_restored():
 
 
 KINDS = ["python", "map", "sorted", "getattr", "init", "repr_objects",
-         "repr_lists", "mixed"]
+         "repr_lists", "json", "pickle", "mixed"]
 
 
 @pytest.mark.parametrize("start_depth", [0, 700])

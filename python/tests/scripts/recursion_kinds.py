@@ -71,6 +71,23 @@ def rec_repr_lists():
     return repr(top)
 
 
+def _nested_lists(depth=200_000):
+    top = []
+    for _ in range(depth):
+        top = [top]
+    return top
+
+
+def rec_json():
+    import json
+    return json.dumps(_nested_lists())   # the C encoder recurses
+
+
+def rec_pickle():
+    import pickle
+    return pickle.dumps(_nested_lists())  # the C pickler recurses
+
+
 def rec_mixed(n=0):
     step = n % 3
     if step == 0:
@@ -91,7 +108,8 @@ class Attr2:
 KINDS = {
     "python": rec_python, "map": rec_map, "sorted": rec_sorted,
     "getattr": rec_getattr, "init": rec_init, "repr_objects": rec_repr_objects,
-    "repr_lists": rec_repr_lists, "mixed": rec_mixed,
+    "repr_lists": rec_repr_lists, "json": rec_json, "pickle": rec_pickle,
+    "mixed": rec_mixed,
 }
 
 
