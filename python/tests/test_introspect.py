@@ -59,7 +59,10 @@ def test_stats_count_creations_switches_and_stacks():
     assert p["threads"] >= 1 and p["created"] >= s1["created"]
     del gs, g
     s2 = introspect.stats()
-    assert s2["live"] == s0["live"] and s2["stacks"] <= max(s0["stacks"], 8)
+    # The freed ones' stacks: up to 8 kept free, one more until the core's
+    # next call (the last greenlet killed gives it back then).
+    assert s2["live"] == s0["live"]
+    assert s2["stacks"] <= max(s0["stacks"], 8) + 1
     with pytest.raises(ValueError):
         introspect.stats("nonsense")
 

@@ -141,5 +141,6 @@ def test_greenlets_taking_turns_on_shared_stacks(stacks):
 
 
 def test_gevent_on_one_shared_stack():
+    pytest.importorskip("gevent")
     proc = run_code(_GEVENT, timeout=120, env={"CGREENLET_SHARED_STACKS": "1"})
     assert proc.returncode == 0 and "ok" in proc.stdout, explain(proc)
