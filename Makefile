@@ -74,7 +74,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -166,6 +166,25 @@ bench-python: python
 bench-gevent: python
 	scripts/deps.sh python
 	$(PYTHON) bench/bench_gevent.py --python $(PYTHON) --build-dir build/python-$(PYVER)
+
+# Greenlets at scale (issue 14), stock and this module in the same run:
+# 100k-1M parked greenlets on Debian's python3 (RSS + page tables, gc.collect,
+# the automatic collections, park, drop), a gevent echo server with 10k and
+# 100k idle connections (fewer if RLIMIT_NOFILE cannot be raised: said so),
+# and 1M parked C greenlets beside Boost.Context.
+# SCALE_ARGS=--quick: small sizes, one round (under a minute).
+SCALE_ARGS ?=
+bench-scale: python lib
+	scripts/deps.sh build bench python
+	$(MAKE) --no-print-directory build/bench/scale_c build/bench/scale_boost
+	$(PYTHON) bench/scale.py --python $(PYTHON) --build-dir build/python-$(PYVER) \
+	    --c-dir build/bench $(SCALE_ARGS)
+build/bench/scale_c: bench/scale_c.c include/cgreenlet.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -Iinclude $< -o $@ $(STATIC) -pthread
+build/bench/scale_boost: bench/scale_boost.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++14 -O2 -DNDEBUG -Wall -Wextra -Werror $< -o $@ -l:libboost_context.a -pthread
 
 # libFuzzer over the C core (clang, ASan + UBSan): the corpus plus a
 # fixed-seed bounded run, or an open-ended soak adding to tests/fuzz/corpus

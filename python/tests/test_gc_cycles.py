@@ -417,3 +417,34 @@ def test_cycle_through_greenlet_of_another_thread_collected_by_its_owner():
         done.wait(10)
         t.join(10)
     assert log == [("finally", ["a", "b"], True), "owner collected"]
+
+
+@SUSPENDED_CYCLES
+def test_cycle_left_long_after_parking_is_collected_within_the_spread():
+    """The frames of a greenlet parked through several full collections are
+    shown to the collector again only in every 16th full collection (stock
+    greenlet shows none, ever): a greenlet whose only references are its
+    own frame's, once the outside ones are gone, is collected within that
+    many gc.collect() calls, all such greenlets in the same one."""
+    main = getcurrent()
+    log = []
+
+    def run():
+        me = getcurrent()           # the frame holds the greenlet
+        try:
+            main.switch()
+        finally:
+            log.append(me is getcurrent())
+
+    gs = [_parked(run) for _ in range(40)]
+    for _ in range(3):
+        gc.collect()            # held by gs: seen, not collected
+    refs = [weakref.ref(g) for g in gs]
+    del gs
+    rounds = 0
+    while any(r() is not None for r in refs) and rounds < 40:
+        gc.collect()
+        rounds += 1
+    assert all(r() is None for r in refs), rounds
+    assert log == [True] * 40
+    assert 1 <= rounds <= 16, rounds
