@@ -35,6 +35,7 @@ from gdb.unwinder import Unwinder, register_unwinder
 
 UNSTARTED, ACTIVE, DEAD = 0, 1, 2
 FLAG_MAIN = 1
+FLAG_AWAY = 8  # shared stack, bytes copied out to the heap (src/internal.h)
 
 # (run function name or None, hook).  Kept across a reload of this script
 # (auto-load and `source` both), so hooks registered earlier stay.
@@ -158,6 +159,11 @@ class Greenlet(object):
         self.name = value["name"].string(length=32).split("\0")[0]
         self.raw_state = int(value["state"])
         self.is_main = (int(value["flags"]) & FLAG_MAIN) != 0
+        # A shared-stack greenlet whose bytes are in a heap copy: its stack
+        # holds another greenlet's frames (src/shared.c).
+        self.away = (int(value["flags"]) & FLAG_AWAY) != 0
+        self.saved = _ptr(value["saved"])
+        self.saved_len = int(value["saved_len"])
         self.parent_addr = _ptr(value["parent"])
         self.run = _ptr(value["run"])
         self.userdata = _ptr(value["userdata"])
@@ -361,6 +367,9 @@ class InfoGreenlets(gdb.Command):
                 else:
                     rng = "-"
                 mark = "*" if (g.state == "running" and t.tid == sel_lwp) else " "
+                if g.away:
+                    rng = ("copied out, %s at 0x%x" % (_size(g.saved_len), g.saved)
+                           if g.saved else "not laid out yet")
                 rows.append((mark, str(g.id), t.label(), g.state,
                              str(g.parent_id) if g.parent_id else "-",
                              _size(g.in_use()), rng, g.run_name(),
@@ -553,6 +562,13 @@ def greenlet_backtrace(g, bt_args=""):
             raise CgreenletError("cgreenlet: greenlet %d runs on LWP %d, "
                                  "which gdb does not know" % (g.id, g.thread.tid))
         return _bt_running(g, bt_args)
+    if st == "suspended" and g.away:
+        raise CgreenletError(
+            "greenlet %d is suspended with its stack copied out (%s at 0x%x: "
+            "a shared stack another greenlet runs on now); gdb cannot unwind "
+            "it there%s" % (g.id, _size(g.saved_len), g.saved,
+                            "; `greenlet py-bt %d` shows its Python frames" % g.id
+                            if g.userdata else ""))
     if st == "suspended":
         return _bt_suspended(g, bt_args)
     raise CgreenletError("greenlet %d is %s: it has no stack" % (g.id, st))
@@ -946,7 +962,7 @@ def _each_greenlet(spec, show):
             gdb.write(_header(g))
             try:
                 show(g)
-            except gdb.error as e:
+            except (gdb.error, gdb.GdbError) as e:
                 gdb.write("  (%s)\n" % e)
 
 

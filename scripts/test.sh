@@ -44,7 +44,8 @@ stage_native() {
   make -s tests cxx-terminate gdb-target gdb-greenlets && suite build/native &&
     cxx_terminates build/native && tests/gdb_bt.sh build/native/tests/gdb-target &&
     tests/gdb_greenlets.sh build/native/tests/gdb-greenlets-target \
-      build/native/tests/gdb-greenlets-target-shared build/native/libcgreenlet.so
+      build/native/tests/gdb-greenlets-target-shared build/native/libcgreenlet.so &&
+    tests/gdb_shared.sh build/native/tests/gdb-shared-target
 }
 
 # A C++ exception escaping run() must end in std::terminate (SIGABRT).
