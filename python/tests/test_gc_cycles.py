@@ -273,9 +273,15 @@ def test_ring_of_parked_greenlets_collected_in_bulk():
     assert all(n.g for n in nodes)
     probe = weakref.ref(nodes[count // 2].g)
     del nodes, node
+    # Full collections while parking (gc is on) may have seen their frames
+    # already: then the ring is found by the next collection that shows
+    # every parked greenlet's frames, one in 16 (frames_shown).
+    rounds = 0
+    while probe() is not None and rounds < 17:
+        gc.collect()
+        rounds += 1
     gc.collect()
-    gc.collect()
-    assert sorted(closed) == list(range(count))
+    assert sorted(closed) == list(range(count)), rounds
     assert probe() is None
 
 
