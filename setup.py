@@ -38,7 +38,8 @@ class BuildExt(build_ext):
 
 machine = platform.machine()
 switch = {"x86_64": "src/context_x86_64.S", "aarch64": "src/context_aarch64.S"}
-sources = ["python/src/greenlet_module.c", "src/greenlet.c", "src/shared.c",
+sources = ["python/src/type.c", "python/src/switch.c", "python/src/thread.c",
+           "python/src/module.c", "src/greenlet.c", "src/shared.c",
            "src/stack.c",
            "src/overflow.c", "src/fault.c"]
 macros = []
@@ -69,7 +70,8 @@ setup(
                      "python/src/pystate_frames.h", "python/src/pystate_pyframes.h",
                      "python/src/pystate_311.h", "python/src/pystate_39.h",
                      "python/src/pystate_310.h", "python/src/pycompat.h",
-                     "python/src/pystate_312.h", "python/src/pystate_313.h"],
+                     "python/src/pystate_312.h", "python/src/pystate_313.h",
+                     "python/src/module.h"],
             define_macros=macros,
             extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Werror",
                                 "-Wno-missing-field-initializers",

@@ -576,7 +576,7 @@ def greenlet_backtrace(g, bt_args=""):
 
 # ---- the CPython module: Python frames -----------------------------------
 #
-# The greenlet module (python/src/greenlet_module.c) compiles its own copy of
+# The greenlet module (python/src/*.c, module.h) compiles its own copy of
 # the core; each record's userdata is its PyGreenlet, whose pimpl->st holds
 # the interpreter state a suspended greenlet carries (python/src/pystate_*.h)
 # and pimpl->thread->tstate the thread's PyThreadState.  Frames, code
@@ -624,7 +624,10 @@ def _py_module(g):
     if key not in _PY_MODULES:
         mod = None
         try:
-            sym = objfile.lookup_static_symbol("PyGreenlet_Type")
+            # A global (hidden) symbol since the module is several files
+            # (python/src/type.c); a static one in older builds.
+            sym = (objfile.lookup_global_symbol("PyGreenlet_Type") or
+                   objfile.lookup_static_symbol("PyGreenlet_Type"))
             if sym is not None:
                 mod = _PyModule(objfile, sym.symtab.static_block())
         except (gdb.error, AttributeError, RuntimeError):

@@ -2,7 +2,7 @@
  * pystate.h - the per-version layer: the CPython thread state a greenlet
  * carries while it is suspended, and how it is saved, restored, started and
  * finished.  Everything that depends on the interpreter version lives in the
- * header this one selects; the module (greenlet_module.c) calls only:
+ * header this one selects; the module's files (module.h) call only:
  *
  *   cg_pystate_save(st, ts)          running greenlet -> its record
  *   cg_pystate_restore(st, ts, tr)   its record -> thread state (tr: the

@@ -311,7 +311,9 @@ static inline PyObject *cg_pystate_frame(cg_pystate *st, PyThreadState *ts) {
   return f ? (PyObject *)f : cg_no_frame_object(st);
 }
 
-/* Test hook: the next n orphan relocations fail as if out of memory. */
+/* Test hook: the next n orphan relocations fail as if out of memory.  (One
+ * counter per file that includes this header: the module sets it from
+ * thread.c, the file whose thread exit orphans greenlets.) */
 static int cg_fail_relocations;
 static inline int cg_pystate_fail_relocations(int n) {
   cg_fail_relocations = n;

@@ -142,7 +142,7 @@ def s_gc_cycle():
     del h
     # Twice: a failed allocation in gc's callbacks (their info dict) leaves
     # the module's gc.callbacks entry uncalled, and a collection it does not
-    # hear of shows no greenlet's frames (greenlet_module.c: frames_shown),
+    # hear of shows no greenlet's frames (python/src/type.c: frames_shown),
     # so the cycle waits for the next one.
     gc.collect()
     gc.collect()
