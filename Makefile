@@ -74,7 +74,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions test-pypi pypi-env bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -152,6 +152,16 @@ test-python-asan:
 # are reported, never fatal).
 test-python-versions:
 	scripts/test-python-versions.sh
+
+# Today's PyPI packages, pinned (scripts/pypi-requirements.txt), in a venv per
+# CPython 3.10+ on this module: greenlet 3.5.x's own suite (less
+# python/tests/pypi_known_failures.txt), gevent 26, eventlet 0.41 and
+# SQLAlchemy 2.1's asyncio ORM.  Wheels are cached in ~/.cache/cgreenlet-pypi
+# (CGREENLET_PYPI_CACHE); pypi-env only makes the venvs.
+test-pypi:
+	scripts/test-pypi.sh
+pypi-env:
+	scripts/pypi-env.sh
 
 bench:
 	scripts/bench.sh

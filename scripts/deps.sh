@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh GROUP... - make sure the Debian packages a command needs are there.
 # As root it installs what is missing (apt-get install -y); otherwise it names
-# the missing packages and fails.  Groups: build test bench python pyversions demo.
+# the missing packages and fails.  Groups: build test bench python pyversions pypi demo.
 set -euo pipefail
 
 declare -A PKGS=(
@@ -12,6 +12,10 @@ declare -A PKGS=(
   # what scripts/test-python-versions.sh stages for the pyenv interpreters
   # (pure Python; exceptiongroup and tomli are pytest's needs before 3.11)
   [pyversions]="python3-setuptools python3-pytest python3-exceptiongroup python3-tomli python3-objgraph"
+  # scripts/pypi-env.sh and scripts/test-pypi.sh: venvs for Debian's python3
+  # (ensurepip), and greenlet's C/C++ test extensions built in them (the
+  # pyenv interpreters bring their own headers and venv)
+  [pypi]="python3-venv python3-dev gcc g++"
   [demo]="python3-dev python3-setuptools python3-gevent"
 )
 

@@ -16,6 +16,11 @@
 #   pyversions  the module built and tested on each ~/.pyenv CPython 3.9+
 #               (scripts/test-python-versions.sh --no-debian; a version
 #               listed in scripts/python-versions-supported must pass)
+#   pypi        today's PyPI packages, pinned, in a venv per CPython 3.10+
+#               (scripts/test-pypi.sh): greenlet 3.5.x's own suite against
+#               the module, less python/tests/pypi_known_failures.txt
+#               (printed), and gevent 26 / eventlet 0.41 / SQLAlchemy 2.1
+#               asyncio tests; wheels cached outside the clone
 #   pyasan      the module and core under ASan + UBSan on Debian's 3.11
 #               (scripts/test-python-asan.sh: upstream suite, python/tests)
 #   pyvalgrind  the module under Valgrind memcheck on Debian's 3.11
@@ -30,7 +35,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh build test || exit 1
 
 JOBS=${JOBS:-2}
-ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples fuzz python pyversions pyasan pyvalgrind stress benchreport)
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples fuzz python pyversions pypi pyasan pyvalgrind stress benchreport)
 STAGES=("${@:-${ALL[@]}}")
 declare -A RESULT TIME
 
@@ -114,6 +119,7 @@ stage_python() {
 }
 
 stage_pyversions() { scripts/test-python-versions.sh --no-debian; }
+stage_pypi() { scripts/test-pypi.sh; }
 stage_pyasan() { scripts/test-python-asan.sh; }
 stage_pyvalgrind() { scripts/deps.sh python && make -s python && scripts/test-python-valgrind.sh; }
 stage_stress() {
