@@ -194,15 +194,30 @@ Test(shared, results_errors_and_kills_reach_away_greenlets) {
   EXPECT_RC(greenlet_destroy(y, 0), 0);
 }
 
-/* A copy that cannot be allocated refuses the switch and changes nothing. */
-Test(shared, switch_without_memory_for_the_copy_is_refused) {
+/* Two walkers on a single shared stack. */
+static void one_slot_pair(greenlet_t **x, greenlet_t **y) {
   EXPECT_RC(greenlet_set_shared_stacks(1), 0);
   greenlet_attr_t a = shared_attr(0);
+  EXPECT_RC(greenlet_create(x, walker_run, NULL, &a), 0);
+  EXPECT_RC(greenlet_create(y, walker_run, NULL, &a), 0);
+}
+
+/* A switch to t with the n-th allocation from now failing: refused. */
+static void switch_refused(long n, greenlet_t *t, void *value, void **v) {
+  int fired = 0;
+  greenlet__fault_arm(n);
+  int rc = greenlet_switch(t, value, v);
+  greenlet__fault_disarm(&fired);
+  cr_assert(fired, "allocation %ld was not made", n);
+  cr_assert_eq(rc, GREENLET_ENOMEM);
+}
+
+/* A copy that cannot be allocated refuses the switch and changes nothing. */
+Test(shared, switch_without_memory_for_the_copy_is_refused) {
   greenlet_t *x, *y;
   walker wx = {NULL, 1, 3, 2}, wy = {NULL, 2, 8, 2};
   void *v;
-  EXPECT_RC(greenlet_create(&x, walker_run, NULL, &a), 0);
-  EXPECT_RC(greenlet_create(&y, walker_run, NULL, &a), 0);
+  one_slot_pair(&x, &y);
   EXPECT_RC(greenlet_switch(x, &wx, &v), GREENLET_OK);
   cr_assert_eq(I(v), 1);
   EXPECT_RC(greenlet_switch(y, &wy, &v), GREENLET_OK); /* x copied out */
@@ -211,13 +226,8 @@ Test(shared, switch_without_memory_for_the_copy_is_refused) {
     /* Into x, whose slot holds y: y's copy fails; then the reverse. */
     greenlet_t *t = k == 0 ? x : y;
     int id = k == 0 ? 1 : 2;
-    int fired = 0;
     v = P(-5);
-    greenlet__fault_arm(0);
-    int rc = greenlet_switch(t, P(id * 1000), &v);
-    greenlet__fault_disarm(&fired);
-    cr_assert(fired);
-    cr_assert_eq(rc, GREENLET_ENOMEM);
+    switch_refused(0, t, P(id * 1000), &v);
     cr_assert_eq(I(v), -5, "nothing delivered");
     EXPECT_RC(greenlet_switch(t, P(id * 1000), &v), GREENLET_OK);
     cr_assert_eq(I(v), id);
@@ -234,22 +244,14 @@ Test(shared, switch_without_memory_for_the_copy_is_refused) {
 
 /* A greenlet that could not be laid out stays unstarted. */
 Test(shared, start_without_memory_leaves_it_unstarted) {
-  EXPECT_RC(greenlet_set_shared_stacks(1), 0);
-  greenlet_attr_t a = shared_attr(0);
   greenlet_t *x, *y;
   walker wx = {NULL, 1, 3, 1}, wy = {NULL, 2, 3, 1};
   void *v;
-  EXPECT_RC(greenlet_create(&x, walker_run, NULL, &a), 0);
-  EXPECT_RC(greenlet_create(&y, walker_run, NULL, &a), 0);
+  one_slot_pair(&x, &y);
   EXPECT_RC(greenlet_switch(x, &wx, &v), GREENLET_OK);
   /* y shares x's slot: the switcher's stack, then x's copy, fail. */
   for (long n = 0; n < 2; n++) {
-    int fired = 0;
-    greenlet__fault_arm(n);
-    int rc = greenlet_switch(y, &wy, &v);
-    greenlet__fault_disarm(&fired);
-    cr_assert(fired);
-    cr_assert_eq(rc, GREENLET_ENOMEM);
+    switch_refused(n, y, &wy, &v);
     cr_assert(!greenlet_started(y), "round %ld", n);
   }
   EXPECT_RC(greenlet_switch(y, &wy, &v), GREENLET_OK);
