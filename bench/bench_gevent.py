@@ -26,11 +26,11 @@ BENCH_GEVENT_WARMUP set the defaults of --rounds, --duration and --warmup,
 e.g. `BENCH_GEVENT_ROUNDS=1 BENCH_GEVENT_DURATION=2 make bench-gevent`.
 """
 import argparse
+import functools
 import json
 import os
 import re
 import resource
-import select
 import shutil
 import signal
 import statistics
@@ -38,6 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from scale_lib import CHILDREN, Lines, popen, run_main
+import scale_lib
 
 SERVER = r'''
 import gc, json, os, signal, socket, sys
@@ -173,27 +176,11 @@ for s in socks:
 print(json.dumps({"rate": (count - c0) / (now - t0), "n": count - c0}))
 '''
 
-CHILDREN = []   # every process we started, for cleanup
 PROBLEMS = []   # anything odd, printed at the end (exit status 1)
 
-
-def popen(cmd, **kw):
-    # A session of its own: Ctrl-C reaches only us, and we stop the children.
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    CHILDREN.append(p)
-    return p
-
-
-def reap(p, sig=signal.SIGTERM, grace=5.0):
-    if p.poll() is None:
-        try:
-            p.send_signal(sig)
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    if p in CHILDREN:
-        CHILDREN.remove(p)
+# Children (scale_lib.popen: a session of their own, so that Ctrl-C reaches
+# only us) are stopped with SIGTERM, the process alone, SIGKILL after grace.
+reap = functools.partial(scale_lib.reap, sig=signal.SIGTERM, grace=5.0, group=False)
 
 
 def cleanup():
@@ -210,41 +197,6 @@ def cpu_seconds(pid):
 def children_cpu():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-class Lines:
-    """Lines from a child's stdout pipe, with timeouts (unbuffered reads, so
-    nothing sits in a buffer that a later select() cannot see)."""
-
-    def __init__(self, pipe):
-        self.fd, self.buf, self.eof = pipe.fileno(), b"", False
-
-    def _fill(self, deadline):
-        timeout = deadline - time.monotonic()
-        if timeout <= 0 or not select.select([self.fd], [], [], timeout)[0]:
-            return False
-        data = os.read(self.fd, 65536)
-        self.eof = not data
-        self.buf += data
-        return True
-
-    def readline(self, timeout):
-        """The next line, or "" at EOF, or None after timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf and not self.eof:
-            if not self._fill(deadline):
-                return None
-        line, sep, self.buf = self.buf.partition(b"\n")
-        return (line + sep).decode(errors="replace")
-
-    def rest(self, timeout):
-        """Everything up to EOF (None after timeout seconds)."""
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            if not self._fill(deadline):
-                return None
-        out, self.buf = self.buf, b""
-        return out.decode(errors="replace")
 
 
 class Server:
@@ -508,15 +460,5 @@ def report(a, figs, results):
                 med("rss1") / 2**20, "%d->%d" % (med("g0"), med("g1"))))
 
 
-def on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("bench_gevent: interrupted")
-    finally:
-        cleanup()
+    run_main(main, "bench_gevent", 1, cleanup)

@@ -66,7 +66,6 @@ import gc
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -427,17 +426,5 @@ def main():
     return 1 if failed else 0
 
 
-def on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        rc = main()
-    except KeyboardInterrupt:
-        rc = 130
-        print("scale: interrupted", file=sys.stderr)
-    finally:
-        L.kill_children()
-    sys.exit(rc)
+    L.run_main(main, "scale", 130)

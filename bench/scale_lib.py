@@ -1,6 +1,9 @@
-"""Helpers shared by bench/scale.py and bench/scale_gevent.py: /proc figures,
-the greenlet check every child makes, child processes with timeouts, the
-file-descriptor limit, formatting."""
+"""Helpers shared by bench/scale.py and bench/scale_gevent.py, and used by
+bench/stress.py and bench/bench_gevent.py too: /proc figures, the greenlet
+check every child makes, child processes with timeouts, the
+file-descriptor limit, formatting.  They all run as `python3 bench/NAME.py`
+(their children too), so bench/ is sys.path[0] and `import scale_lib`
+finds this module."""
 import json
 import os
 import resource
@@ -18,21 +21,28 @@ CHILDREN = []   # every process started and not yet reaped (killed on exit)
 # ---------------------------------------------------------------- /proc
 
 def vm_status(pid="self"):
-    """VmRSS, VmPTE, VmHWM, VmSize of a process, in bytes."""
+    """VmRSS, VmPTE, VmHWM, VmSize of a process, in bytes (from
+    /proc/PID/status; {} if it cannot be read)."""
     res = {}
-    with open("/proc/%s/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmPTE", "VmHWM", "VmSize"):
-                res[k] = int(v.split()[0]) * 1024
+    try:
+        with open("/proc/%s/status" % pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmPTE", "VmHWM", "VmSize"):
+                    res[k] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
     return res
 
 
 def meminfo(key):
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return None
 
 
@@ -64,15 +74,17 @@ def result(obj):
     print("@@" + json.dumps(obj), flush=True)
 
 
-def check_greenlet(impl, build_dir, gevent_too=False):
+def check_greenlet(impl, build_dir, gevent_too=False, here="here", prog="scale"):
     """Exit 3 unless the imported greenlet is the one asked for: cgreenlet's
-    module (greenlet._greenlet._cgreenlet_version, loaded from build_dir) or
-    Debian's stock greenlet 2.0.2.  Returns a description."""
+    module (greenlet._greenlet._cgreenlet_version, loaded from build_dir)
+    when impl is `here` (the caller's name for it), else Debian's stock
+    greenlet 2.0.2; prog names the command in the message.  Returns a
+    description."""
     import greenlet
     ours = getattr(greenlet._greenlet, "_cgreenlet_version", None)
     path = os.path.realpath(greenlet._greenlet.__file__)
     in_build = path.startswith(os.path.realpath(build_dir) + os.sep)
-    if impl == "here":
+    if impl == here:
         ok = ours is not None and in_build
     else:
         ok = ours is None and not in_build and greenlet.__version__ == "2.0.2"
@@ -80,8 +92,8 @@ def check_greenlet(impl, build_dir, gevent_too=False):
         import gevent.hub
         ok = issubclass(gevent.hub.Hub, greenlet.greenlet)
     if not ok:
-        sys.stderr.write("scale: wanted %s greenlet, got %s from %s (version %s)\n"
-                         % ("cgreenlet's" if impl == "here" else "stock",
+        sys.stderr.write("%s: wanted %s greenlet, got %s from %s (version %s)\n"
+                         % (prog, "cgreenlet's" if impl == here else "stock",
                             "cgreenlet " + ours if ours else "stock", path,
                             greenlet.__version__))
         sys.exit(3)
@@ -132,18 +144,32 @@ class Lines:
     def __init__(self, pipe):
         self.fd, self.buf, self.eof = pipe.fileno(), b"", False
 
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            return False
+        data = os.read(self.fd, 65536)
+        self.eof = not data
+        self.buf += data
+        return True
+
     def readline(self, timeout):
         """The next line (with its newline), "" at EOF, None on timeout."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buf and not self.eof:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            if not self._fill(deadline):
                 return None
-            data = os.read(self.fd, 65536)
-            self.eof = not data
-            self.buf += data
         line, sep, self.buf = self.buf.partition(b"\n")
         return (line + sep).decode(errors="replace")
+
+    def rest(self, timeout):
+        """Everything up to EOF (None after timeout seconds)."""
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            if not self._fill(deadline):
+                return None
+        out, self.buf = self.buf, b""
+        return out.decode(errors="replace")
 
 
 def popen(cmd, **kw):
@@ -154,20 +180,23 @@ def popen(cmd, **kw):
     return p
 
 
-def reap(p, sig=signal.SIGKILL, grace=10.0):
-    """Stop p (and its process group) if it still runs; wait for it."""
-    if p.poll() is None:
+def reap(p, sig=signal.SIGKILL, grace=10.0, group=True):
+    """Stop p (and, with group, its process group) if it still runs: sig,
+    then SIGKILL after grace seconds; wait for it."""
+    def send(s):
         try:
-            os.killpg(p.pid, sig)
+            if group:
+                os.killpg(p.pid, s)
+            else:
+                p.send_signal(s)
         except OSError:
             pass
+    if p.poll() is None:
+        send(sig)
         try:
             p.wait(grace)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            send(signal.SIGKILL)
             p.wait()
     if p in CHILDREN:
         CHILDREN.remove(p)
@@ -176,6 +205,23 @@ def reap(p, sig=signal.SIGKILL, grace=10.0):
 def kill_children():
     for p in list(CHILDREN):
         reap(p, grace=5.0)
+
+
+def run_main(main, prog, interrupted, cleanup=kill_children):
+    """Exit with main()'s return value; SIGTERM acts as Ctrl-C, which exits
+    with status `interrupted` after "PROG: interrupted" on stderr; cleanup()
+    (by default: kill every child left) runs on every way out."""
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        rc = main()
+    except KeyboardInterrupt:
+        rc = interrupted
+        print("%s: interrupted" % prog, file=sys.stderr)
+    finally:
+        cleanup()
+    sys.exit(rc)
 
 
 def stderr_text(f, limit=3000):

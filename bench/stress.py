@@ -108,7 +108,6 @@ import json
 import os
 import random
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -117,6 +116,9 @@ import tempfile
 import threading
 import time
 import traceback
+
+from scale_lib import CHILDREN, Lines, check_greenlet, meminfo, num, out, popen, result, \
+    run_main, stderr_text, vm_status
 
 FLAT_KB = 1024      # drift below this (or below FLAT_PCT) is flat
 FLAT_PCT = 2.0
@@ -127,34 +129,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # ---------------------------------------------------------------- helpers
 
-def status(pid="self"):
-    """VmRSS, VmHWM, VmPTE, VmSize in bytes (from /proc/PID/status)."""
-    out = {}
-    try:
-        with open("/proc/%s/status" % pid) as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k in ("VmRSS", "VmHWM", "VmPTE", "VmSize"):
-                    out[k] = int(v.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
 def rss(pid="self"):
     with open("/proc/%s/statm" % pid) as f:
         return int(f.read().split()[1]) * PAGE
-
-
-def meminfo(key):
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def maps_count():
@@ -178,38 +155,9 @@ def kb(n):
     return "%.2f KB" % (n / 1024)
 
 
-def num(n):
-    return "{:,}".format(n)
-
-
-def out(*a):
-    print(*a, flush=True)
-
-
-def result(obj):
-    """The child's figures, for the driver (last line of its stdout)."""
-    print("@@" + json.dumps(obj), flush=True)
-
-
 def check_module(impl, build_dir, gevent_too=False):
     """Exit 3 unless the imported greenlet is the one asked for."""
-    import greenlet
-    ours = getattr(greenlet._greenlet, "_cgreenlet_version", None)
-    path = os.path.realpath(greenlet._greenlet.__file__)
-    in_build = path.startswith(os.path.realpath(build_dir) + os.sep)
-    if impl == "ours":
-        ok = ours is not None and in_build
-    else:
-        ok = ours is None and not in_build and greenlet.__version__ == "2.0.2"
-    if ok and gevent_too:
-        import gevent.hub
-        ok = issubclass(gevent.hub.Hub, greenlet.greenlet)
-    if not ok:
-        sys.stderr.write("stress: wanted %s greenlet, got %s from %s (version %s)\n"
-                         % (impl, "cgreenlet " + ours if ours else "stock", path,
-                            greenlet.__version__))
-        sys.exit(3)
-    return "cgreenlet %s" % ours if ours else "greenlet %s (stock)" % greenlet.__version__
+    return check_greenlet(impl, build_dir, gevent_too, here="ours", prog="stress")
 
 
 class GcClock:
@@ -318,7 +266,7 @@ def child_parked(a):
             "may be killed for memory" % (num(n), mb(need), mb(avail)))
     gc.collect()
     base_greenlets = count_greenlets()
-    s0, maps0 = status(), maps_count()
+    s0, maps0 = vm_status(), maps_count()
     clock = GcClock()
     m_park = clock.mark()
     t0 = time.perf_counter()
@@ -365,7 +313,7 @@ def child_parked(a):
     g = append = None
     started = len(gs)
     t_park = time.perf_counter() - t0
-    s1, maps1 = status(), maps_count()
+    s1, maps1 = vm_status(), maps_count()
     released = 0
     if capped:
         # At the limit, every allocation that wants a new mapping fails
@@ -393,7 +341,7 @@ def child_parked(a):
             problems.append("greenlet %d parked again with the wrong value" % i)
     g = None
     t_resume = time.perf_counter() - t0
-    s_res = status()
+    s_res = vm_status()
     out("  resume pass  %s switches in and back in %.1f s (%.2f us per round trip); "
         "RSS %+.2f KB per greenlet" % (
             num(parked), t_resume, t_resume / max(parked, 1) * 1e6,
@@ -402,7 +350,7 @@ def child_parked(a):
     if alive != parked:
         problems.append("%d of %d parked greenlets alive" % (alive, parked))
     live = count_greenlets() - base_greenlets
-    s2 = status()
+    s2 = vm_status()
     hwm = s2.get("VmHWM", 0)
     grew = s1["VmRSS"] - s0["VmRSS"]
     pte = s1.get("VmPTE", 0) - s0.get("VmPTE", 0)
@@ -427,7 +375,7 @@ def child_parked(a):
     gc.collect()
     t_clean = time.perf_counter() - t0
     gc_clean = clock.since(m_clean)
-    s3 = status()
+    s3 = vm_status()
     pending = greenlet._greenlet.get_pending_cleanup_count()
     left = count_greenlets() - base_greenlets
     out("  cleanup      %s greenlets dropped and killed in %.1f s (%.1f us each; %s); "
@@ -458,7 +406,7 @@ def child_parked(a):
             break
         prev = settled
     t_settle = time.perf_counter() - t0
-    s4 = status()
+    s4 = vm_status()
     out("  RSS after cleanup %s, settled %s after %.0f s (start %s; %s of the "
         "parked growth kept); page tables %s (start %s)" % (
             mb(s3["VmRSS"]), mb(settled), t_settle, mb(s0["VmRSS"]),
@@ -659,7 +607,7 @@ def child_threads(a):
 
     gc.collect()
     base = count_greenlets()
-    s0 = status()
+    s0 = vm_status()
     out("threads [%s]: %d threads for %.0f s (each lives 1-4 s, then a new one "
         "takes its slot)" % (impl, a.threads, a.seconds))
     t0 = time.monotonic()
@@ -727,7 +675,7 @@ def child_threads(a):
         time.sleep(0.1)
         gc.collect()
         mains = greenlet._greenlet.get_total_main_greenlets()
-    s1 = status()
+    s1 = vm_status()
     c = totals
     kills = c["kill_local"] + c["dropped_own"] + c["dropped_foreign"]
     # transfers of control: counted where made, plus two per kill by a drop
@@ -808,21 +756,6 @@ def child_server(a):
                       "greenlets": count_greenlets(), "rss": rss()}), flush=True)
 
 
-def read_line(p, timeout):
-    fd = p.stdout.fileno()
-    buf = b""
-    end = time.monotonic() + timeout
-    while not buf.endswith(b"\n"):
-        left = end - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        ch = os.read(fd, 1)
-        if not ch:
-            return buf.decode() or None
-        buf += ch
-    return buf.decode()
-
-
 def parse_wrk(text):
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
     r = re.search(r"Requests/sec:\s*([\d.]+)", text)
@@ -845,17 +778,15 @@ def part_gevent(a, env):
     if len(cpus) >= 2 and shutil.which("taskset"):
         pin_s, pin_c = ["taskset", "-c", str(cpus[0])], ["taskset", "-c", str(cpus[1])]
     err = tempfile.TemporaryFile()
-    srv = subprocess.Popen(pin_s + [a.python, HERE, "--child", "server", "--impl", a.impl,
-                                    "--build-dir", a.build_dir],
-                           env=env, stdout=subprocess.PIPE, stderr=err,
-                           start_new_session=True)
-    CHILDREN.append(srv)
+    srv = popen(pin_s + [a.python, HERE, "--child", "server", "--impl", a.impl,
+                         "--build-dir", a.build_dir],
+                env=env, stdout=subprocess.PIPE, stderr=err)
+    srv_lines = Lines(srv.stdout)
 
     def server_err():
-        err.seek(0)
-        return err.read().decode(errors="replace").strip()[-3000:]
+        return stderr_text(err)
 
-    line = read_line(srv, 60)
+    line = srv_lines.readline(60)
     if not line:
         srv.kill()
         srv.wait()
@@ -870,11 +801,9 @@ def part_gevent(a, env):
     url = "http://127.0.0.1:%d/" % port
     wrks = []
     for extra, conns in (([], 50), (["-H", "Connection: close"], 8)):
-        wrks.append(subprocess.Popen(
+        wrks.append(popen(
             pin_c + ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--timeout", "10s"]
-            + extra + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True))
-        CHILDREN.append(wrks[-1])
+            + extra + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     t0 = time.monotonic()
     samples = []
     k = 0
@@ -904,7 +833,7 @@ def part_gevent(a, env):
     after = None
     if srv.poll() is None:
         srv.send_signal(signal.SIGTERM)
-        line = read_line(srv, 30)
+        line = srv_lines.readline(30)
         after = json.loads(line) if line else None
     try:
         srv.wait(30)
@@ -979,41 +908,29 @@ def part_gevent(a, env):
 
 # ---------------------------------------------------------------- driver
 
-CHILDREN = []
-
-
 def run_child(a, part, env, timeout):
     cmd = [a.python, HERE, "--child", part, "--impl", a.impl, "--build-dir", a.build_dir,
            "--count", str(a.count), "--threads", str(a.threads),
            "--seconds", str(a.seconds), "--settle", str(a.settle)]
     errf = tempfile.TemporaryFile()     # a file, not a pipe: it never fills up
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errf,
-                         start_new_session=True)
-    CHILDREN.append(p)
+    p = popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errf)
+    lines = Lines(p.stdout)
     res = None
     end = time.monotonic() + timeout
-    fd = p.stdout.fileno()
-    buf = b""
     timed_out = False
     while True:
-        left = end - time.monotonic()
-        if left <= 0:
+        line = lines.readline(max(0.0, end - time.monotonic()))
+        if line is None:
             timed_out = True
             p.kill()
             break
-        if not select.select([fd], [], [], min(left, 5))[0]:
-            continue
-        data = os.read(fd, 65536)
-        if not data:
+        if not line.endswith("\n"):        # EOF (a last line without newline is dropped)
             break
-        buf += data
-        while b"\n" in buf:
-            line, _, buf = buf.partition(b"\n")
-            text = line.decode(errors="replace")
-            if text.startswith("@@"):
-                res = json.loads(text[2:])
-            else:
-                out(text)
+        text = line[:-1]
+        if text.startswith("@@"):
+            res = json.loads(text[2:])
+        else:
+            out(text)
     p.wait()
     errf.seek(0)
     err = errf.read().decode(errors="replace").strip()
@@ -1160,23 +1077,5 @@ def main():
     return summary(results)
 
 
-def on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        rc = main()
-    except KeyboardInterrupt:
-        rc = 1
-        print("stress: interrupted", file=sys.stderr)
-    finally:
-        for p in CHILDREN:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                p.wait()
-    sys.exit(rc)
+    run_main(main, "stress", 1)

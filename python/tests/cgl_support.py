@@ -222,3 +222,98 @@ def check_eventlet_identity_or_exit():
         sys.exit(3)
     print("IDENTITY-OK eventlet %s on %s" % (eventlet.__version__, greenlet.__file__),
           flush=True)
+
+
+def check_child(proc, identity, checks):
+    """Assert that a child script ran through: exit 0, an `IDENTITY-OK
+    <identity>` line and no IDENTITY-FAIL, an `OK <check>` line for each
+    of checks, ALL-OK last and no traceback on stderr."""
+    import re
+    assert proc.returncode == 0, explain(proc)
+    assert ("IDENTITY-OK " + identity) in proc.stdout, explain(proc)
+    assert "IDENTITY-FAIL" not in proc.stdout, explain(proc)
+    for check in checks:
+        assert re.search(r"^OK %s\b" % re.escape(check), proc.stdout, re.M), explain(proc)
+    assert proc.stdout.rstrip().endswith("ALL-OK"), explain(proc)
+    assert "Traceback" not in proc.stderr, explain(proc)
+
+
+class ScriptServer:
+    """A server script from scripts/ in a child (child_env(), killed by its
+    own faulthandler after `deadline` seconds): its stdout read by a
+    thread, its port from its `PORT n` line, its stderr in a file.
+    `timeout` bounds each request and, unless wait_port() and stop() are
+    given another, the waits for the port and for the exit after GET /quit;
+    `grace` bounds the reader's end and the wait after a kill."""
+
+    def __init__(self, name, *args, deadline, timeout, grace):
+        import tempfile
+        import threading
+        self.timeout, self.grace = timeout, grace
+        self.errfile = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(SCRIPTS, name)] + list(args),
+            stdout=subprocess.PIPE, stderr=self.errfile, text=True,
+            env=child_env({"CGL_CHILD_DEADLINE": str(deadline)}))
+        self.lines = []
+        self.port = None
+        self._got_port = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("PORT "):
+                self.port = int(line.split()[1])
+                self._got_port.set()
+        self._got_port.set()
+
+    def wait_port(self, timeout=None):
+        self._got_port.wait(timeout or self.timeout)
+        if self.port is None:
+            self.kill()
+            raise AssertionError("server did not report a port: %r %r"
+                                 % (self.lines, self.stderr()))
+        return self.port
+
+    def request(self, method, path, body=None, conn=None):
+        """(status, body) of one request, on conn if given (kept open),
+        else on a connection of its own."""
+        import http.client
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port,
+                                                  timeout=self.timeout)
+        try:
+            conn.request(method, path, body=body)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            if own:
+                conn.close()
+
+    def stop(self, timeout=None):
+        """GET /quit, wait for the exit: (returncode, stdout, stderr)."""
+        timeout = timeout or self.timeout
+        if self.port is not None and self.proc.poll() is None:
+            try:
+                self.request("GET", "/quit")
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.lines.append("[killed: did not stop within %ss]" % timeout)
+        finally:
+            self.kill()
+        self._reader.join(self.grace)
+        return self.proc.returncode, "\n".join(self.lines), self.stderr()
+
+    def stderr(self):
+        self.errfile.seek(0)
+        return self.errfile.read()[-6000:]
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(self.grace)

@@ -6,17 +6,14 @@ checks that gevent runs on the same greenlet module as this session
 """
 import http.client
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 
 import pytest
 
-from cgl_support import SCRIPTS, child_env, explain, run_script
+from cgl_support import ScriptServer, check_child, explain, run_script
 
 pytest.importorskip("gevent")
 
@@ -37,77 +34,11 @@ def test_pywsgi_many_concurrent_greenlet_clients():
     assert result["elapsed"] < 10, result
 
 
-class _Server:
-    """The gevent_wsgi.py serve child, with its stdout read by a thread."""
-
-    def __init__(self):
-        self.errfile = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(SCRIPTS, "gevent_wsgi.py"), "serve"],
-            stdout=subprocess.PIPE, stderr=self.errfile, text=True,
-            env=child_env({"CGL_CHILD_DEADLINE": "25"}))
-        self.lines = []
-        self.port = None
-        self._got_port = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("PORT "):
-                self.port = int(line.split()[1])
-                self._got_port.set()
-        self._got_port.set()
-
-    def wait_port(self, timeout=30):
-        self._got_port.wait(timeout)
-        if self.port is None:
-            self.kill()
-            raise AssertionError("server did not report a port: %r %r"
-                                 % (self.lines, self.stderr()))
-        return self.port
-
-    def stop(self, timeout=15):
-        if self.port is not None and self.proc.poll() is None:
-            try:
-                self.request("/quit")
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.lines.append("[killed: did not stop within %ss]" % timeout)
-        finally:
-            self.kill()
-        self._reader.join(5)
-        return self.proc.returncode, "\n".join(self.lines), self.stderr()
-
-    def stderr(self):
-        self.errfile.seek(0)
-        return self.errfile.read()[-6000:]
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def request(self, path, conn=None):
-        own = conn is None
-        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            if own:
-                conn.close()
-
-
 def test_pywsgi_thread_clients_from_another_process_and_wrk():
-    server = _Server()
+    # the gevent_wsgi.py serve child
+    server = ScriptServer("gevent_wsgi.py", "serve", deadline=25, timeout=10, grace=5)
     try:
-        port = server.wait_port()
+        port = server.wait_port(30)
         errors = []
         count = [0]
         lock = threading.Lock()
@@ -117,8 +48,8 @@ def test_pywsgi_thread_clients_from_another_process_and_wrk():
             try:
                 for k in range(13):
                     repeat = 1 + (t * 31 + k * 7) % 400
-                    status, body = server.request("/hello/t%d-%d/%d/0" % (t, k, repeat),
-                                                  conn)
+                    status, body = server.request(
+                        "GET", "/hello/t%d-%d/%d/0" % (t, k, repeat), conn=conn)
                     if status != 200 or body != ("hello t%d-%d;" % (t, k) * repeat).encode():
                         errors.append((t, k, status, len(body)))
                     with lock:
@@ -150,7 +81,7 @@ def test_pywsgi_thread_clients_from_another_process_and_wrk():
             wrk_requests = int(m.group(1))
             assert wrk_requests > 100, out.stdout
     finally:
-        rc, stdout, stderr = server.stop()
+        rc, stdout, stderr = server.stop(15)
     assert rc == 0, (rc, stdout, stderr)
     assert _identity_ok(stdout), stdout
     served = int(re.search(r"SERVED (\d+)", stdout).group(1))
@@ -159,13 +90,8 @@ def test_pywsgi_thread_clients_from_another_process_and_wrk():
 
 def test_monkey_patch_all_stdlib():
     proc = run_script("gevent_patch_all.py", timeout=40)
-    assert proc.returncode == 0, explain(proc)
-    assert _identity_ok(proc.stdout), explain(proc)
-    for check in ("patched", "threads", "sockets", "subprocess", "queue", "pool",
-                  "timeout", "event", "kill"):
-        assert re.search(r"^OK %s\b" % check, proc.stdout, re.M), explain(proc)
-    assert proc.stdout.rstrip().endswith("ALL-OK"), explain(proc)
-    assert "Traceback" not in proc.stderr, explain(proc)
+    check_child(proc, "gevent", ["patched", "threads", "sockets", "subprocess", "queue",
+                                 "pool", "timeout", "event", "kill"])
 
 
 def test_pytest_process_is_not_monkey_patched():

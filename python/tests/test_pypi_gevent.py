@@ -12,12 +12,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 
 import pytest
 
-from cgl_support import SCRIPTS, child_env, explain, run_script
+from cgl_support import ScriptServer, check_child, run_script
 from pypi_support import assert_ours, require
 
 gevent = require("gevent", "26.9")
@@ -54,72 +53,6 @@ def test_gevent_is_from_pypi_and_built_on_this_module():
     assert isinstance(g, greenlet.greenlet) and g.dead
 
 
-class _Server:
-    """pypi_gevent.py serve in a child; its stdout read by a thread."""
-
-    def __init__(self):
-        self.errfile = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(SCRIPTS, "pypi_gevent.py"), "serve"],
-            stdout=subprocess.PIPE, stderr=self.errfile, text=True,
-            env=child_env({"CGL_CHILD_DEADLINE": str(HANG * 2)}))
-        self.lines = []
-        self.port = None
-        self._got_port = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("PORT "):
-                self.port = int(line.split()[1])
-                self._got_port.set()
-        self._got_port.set()
-
-    def wait_port(self):
-        self._got_port.wait(HANG)
-        if self.port is None:
-            self.kill()
-            raise AssertionError("no port: %r %r" % (self.lines, self.stderr()))
-        return self.port
-
-    def request(self, method, path, body=None, conn=None):
-        own = conn is None
-        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=HANG)
-        try:
-            conn.request(method, path, body=body)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            if own:
-                conn.close()
-
-    def stop(self):
-        if self.port is not None and self.proc.poll() is None:
-            try:
-                self.request("GET", "/quit")
-            except OSError:
-                pass
-        try:
-            self.proc.wait(HANG)
-        except subprocess.TimeoutExpired:
-            self.lines.append("[killed: did not stop]")
-        finally:
-            self.kill()
-        self._reader.join(HANG)
-        return self.proc.returncode, "\n".join(self.lines), self.stderr()
-
-    def stderr(self):
-        self.errfile.seek(0)
-        return self.errfile.read()[-6000:]
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(HANG)
-
-
 def _run_threads(target, n):
     errors = []
 
@@ -138,7 +71,8 @@ def _run_threads(target, n):
 
 
 def test_pywsgi_under_concurrent_load():
-    server = _Server()
+    # pypi_gevent.py serve in a child
+    server = ScriptServer("pypi_gevent.py", "serve", deadline=HANG * 2, timeout=HANG, grace=HANG)
     sent = 0
     try:
         server.wait_port()
@@ -208,12 +142,7 @@ def test_pywsgi_under_concurrent_load():
 
 
 def _check(proc, checks):
-    assert proc.returncode == 0, explain(proc)
-    assert _identity_ok(proc.stdout), explain(proc)
-    for check in checks:
-        assert re.search(r"^OK %s\b" % re.escape(check), proc.stdout, re.M), explain(proc)
-    assert proc.stdout.rstrip().endswith("ALL-OK"), explain(proc)
-    assert "Traceback" not in proc.stderr, explain(proc)
+    check_child(proc, "gevent " + gevent.__version__, checks)
 
 
 def test_monkey_patch_all():

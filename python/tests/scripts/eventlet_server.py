@@ -17,64 +17,11 @@ import eventlet  # noqa: E402
 import eventlet.wsgi  # noqa: E402
 from eventlet.green.http import client as green_http  # noqa: E402
 import greenlet  # noqa: E402
-
-
-def ok(name, detail=""):
-    print("OK %s %s" % (name, detail), flush=True)
+from green_checks import eventlet_echo_server, ok  # noqa: E402
 
 
 def check_echo_server(clients=200):
-    listener = eventlet.listen(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    pool = eventlet.GreenPool(1000)
-    handled = [0]
-
-    def handle(conn):
-        f = conn.makefile("rwb")
-        try:
-            while True:
-                line = f.readline()
-                if not line or line == b"bye\n":
-                    break
-                f.write(line[::-1][1:] + b"\n")   # reversed, newline kept last
-                f.flush()
-        finally:
-            f.close()
-            conn.close()
-            handled[0] += 1
-
-    def serve():
-        while True:
-            conn, _ = listener.accept()
-            pool.spawn_n(handle, conn)
-
-    server = eventlet.spawn(serve)
-
-    def client(i):
-        c = eventlet.connect(("127.0.0.1", port))
-        f = c.makefile("rwb")
-        try:
-            for k in range(5):
-                msg = ("c%d-k%d-" % (i, k) + "x" * (i % 97)).encode()
-                f.write(msg + b"\n")
-                f.flush()
-                reply = f.readline()
-                assert reply == msg[::-1] + b"\n", (reply, msg)
-            f.write(b"bye\n")
-            f.flush()
-        finally:
-            f.close()
-            c.close()
-        return i
-
-    client_pool = eventlet.GreenPool(clients)
-    with eventlet.Timeout(15):
-        done = sorted(client_pool.imap(client, range(clients)))
-        while handled[0] < clients:
-            eventlet.sleep(0.01)
-    assert done == list(range(clients))
-    server.kill()
-    listener.close()
+    eventlet_echo_server(clients, 5, lambda i: i % 97, bound=15, poll=0.01)
     ok("echo-server", "%d clients" % clients)
 
 

@@ -10,19 +10,18 @@ non-zero.  Nothing is timed: every wait is bounded by a generous
 eventlet.Timeout (a hang fails, slowness does not).
 """
 import os
-import sys
 import warnings
 
-warnings.simplefilter("ignore")       # eventlet's deprecation notice on import
-MODE = sys.argv[1] if len(sys.argv) > 1 else ""
-if MODE == "patched":
+import green_checks
+
+
+def monkey_patch():
     import eventlet
     eventlet.monkey_patch()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cgl_support  # noqa: E402
 
-cgl_support.check_eventlet_identity_or_exit()
+warnings.simplefilter("ignore")       # eventlet's deprecation notice on import
+MODE = green_checks.child_start("patched", monkey_patch, "eventlet")
 
 import eventlet  # noqa: E402
 import eventlet.event  # noqa: E402
@@ -30,12 +29,14 @@ import eventlet.queue  # noqa: E402
 import eventlet.semaphore  # noqa: E402
 import eventlet.wsgi  # noqa: E402
 import greenlet  # noqa: E402
+from green_checks import (  # noqa: E402
+    HANG, eventlet_echo_server, finally_count, listening_socket, ok, peak_counter,
+    queue_between_threads, start_join, thread_locals, thread_per_connection,
+    timeout_interrupts_recv, timeout_interrupts_sleep, victims)
 
-HANG = 60  # seconds: a bound against hangs, not a performance target
 
-
-def ok(name, detail=""):
-    print("OK %s %s" % (name, detail), flush=True)
+def bounded_start_join(threads):
+    start_join(threads, eventlet.Timeout(HANG))
 
 
 class Log:
@@ -54,63 +55,9 @@ class Log:
 # ---------------------------------------------------------------- serve
 def echo_server(clients=150):
     # a backlog for all: the clients connect at once and wait for each other
-    listener = eventlet.listen(("127.0.0.1", 0), backlog=clients + 50)
-    port = listener.getsockname()[1]
-    pool = eventlet.GreenPool(1000)
-    handled = [0]
-    inside = [0, 0]
-    all_in = eventlet.event.Event()
-
-    def handle(conn):
-        inside[0] += 1
-        inside[1] = max(inside)
-        if inside[0] == clients:
-            all_in.send(True)
-        f = conn.makefile("rwb")
-        try:
-            while True:
-                line = f.readline()
-                if not line or line == b"bye\n":
-                    break
-                f.write(line[:-1][::-1] + b"\n")
-                f.flush()
-        finally:
-            f.close()
-            conn.close()
-            inside[0] -= 1
-            handled[0] += 1
-
-    def acceptor():
-        while True:
-            conn, _ = listener.accept()
-            pool.spawn_n(handle, conn)
-    server = eventlet.spawn(acceptor)
-
-    def client(i):
-        c = eventlet.connect(("127.0.0.1", port))
-        f = c.makefile("rwb")
-        try:
-            all_in.wait()          # every client connected at once first
-            for k in range(4):
-                msg = ("c%d-k%d-" % (i, k) + "x" * (i * 31 % 2000)).encode()
-                f.write(msg + b"\n")
-                f.flush()
-                assert f.readline() == msg[::-1] + b"\n"
-            f.write(b"bye\n")
-            f.flush()
-        finally:
-            f.close()
-            c.close()
-        return i
-
-    with eventlet.Timeout(HANG):
-        done = sorted(eventlet.GreenPool(clients).imap(client, range(clients)))
-        while handled[0] < clients:
-            eventlet.sleep(0.001)
-    assert done == list(range(clients))
-    assert inside[1] == clients, inside
-    server.kill()
-    listener.close()
+    most = eventlet_echo_server(clients, 4, lambda i: i * 31 % 2000, together=True,
+                                backlog=clients + 50)
+    assert most == clients, most
     ok("echo-server", "%d clients connected at once" % clients)
 
 
@@ -176,14 +123,7 @@ def wsgi_server(clients=40, per_client=10):
 
 def greenpool_timeout_kill():
     pool = eventlet.GreenPool(6)
-    active = [0, 0]
-
-    def square(x):
-        active[0] += 1
-        active[1] = max(active)
-        eventlet.sleep(0)
-        active[0] -= 1
-        return x * x
+    square, active = peak_counter(eventlet.sleep, 1)
     assert list(pool.imap(square, range(100))) == [x * x for x in range(100)]
     assert active[1] == 6, active
     pile = eventlet.GreenPile(pool)
@@ -216,34 +156,10 @@ def greenpool_timeout_kill():
     with eventlet.Timeout(0.01, False):
         eventlet.sleep(HANG)
     assert eventlet.with_timeout(0.01, eventlet.sleep, HANG, timeout_value="dflt") == "dflt"
-    a, b = eventlet.green.socket.socketpair()
-    try:
-        with eventlet.Timeout(0.01):
-            a.recv(10)
-    except eventlet.Timeout:
-        pass
-    else:
-        raise AssertionError("Timeout did not interrupt recv")
-    a.close()
-    b.close()
+    timeout_interrupts_recv(eventlet.Timeout, eventlet.green.socket.socketpair)
     ok("timeout")
 
-    log = []
-
-    class Stop(Exception):
-        pass
-
-    def victim(name):
-        try:
-            eventlet.sleep(HANG)
-        except greenlet.GreenletExit:
-            log.append((name, "exit"))
-            raise
-        except Stop:
-            log.append((name, "stop"))
-            return "stopped"
-        finally:
-            log.append((name, "finally"))
+    victim, log, Stop = victims(eventlet.sleep)
     g = eventlet.spawn(victim, "a")
     eventlet.sleep(0)
     g.kill()
@@ -257,14 +173,14 @@ def greenpool_timeout_kill():
     for m in many:
         m.kill()
     assert all(m.dead for m in many)
-    assert sum(1 for n, w in log if n.startswith("m") and w == "finally") == 200
+    assert finally_count(log, "m") == 200
     linked = []
     k = eventlet.spawn(lambda: "done")
     k.link(lambda gt: linked.append(gt.wait()))
     k.wait()
     eventlet.sleep(0)
     assert linked == ["done"], linked
-    ok("kill", "%d finally blocks" % sum(1 for _, w in log if w == "finally"))
+    ok("kill", "%d finally blocks" % finally_count(log))
 
     ev = eventlet.event.Event()
     woke = []
@@ -273,15 +189,7 @@ def greenpool_timeout_kill():
     ev.send("go")
     [w.wait() for w in ws]
     assert sorted(woke) == [("go", i) for i in range(50)]
-    sem = eventlet.semaphore.BoundedSemaphore(3)
-    holding = [0, 0]
-
-    def hold():
-        with sem:
-            holding[0] += 1
-            holding[1] = max(holding)
-            eventlet.sleep(0)
-            holding[0] -= 1
+    hold, holding = peak_counter(eventlet.sleep, 1, eventlet.semaphore.BoundedSemaphore(3))
     [g.wait() for g in [eventlet.spawn(hold) for _ in range(20)]]
     assert holding[1] == 3, holding
     q = eventlet.queue.LightQueue(2)
@@ -306,7 +214,6 @@ def serve():
 # ---------------------------------------------------------------- patched
 def patched():
     from eventlet import patcher
-    import queue
     import socket
     import threading
     import time
@@ -333,45 +240,20 @@ def patched():
         time.sleep(0.001)          # patched: yields to the hub
         gate.wait()                # all 30 alive at once
         seen.append((i, real_thread.get_ident()))
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(30)]
-    with eventlet.Timeout(HANG):
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+    bounded_start_join([threading.Thread(target=worker, args=(i,)) for i in range(30)])
     assert sorted(i for i, _ in seen) == list(range(30)), seen
     assert {x for _, x in seen} == {main_os_thread}, "not green threads"
     assert asleep[1] == 30, asleep
-    local = threading.local()
-    checks = []
-
-    def with_local(i):
-        local.v = i
-        time.sleep(0.001)
-        checks.append(local.v == i)
-    ts = [threading.Thread(target=with_local, args=(i,)) for i in range(20)]
-    with eventlet.Timeout(HANG):
-        [t.start() for t in ts]
-        [t.join() for t in ts]
-    assert checks == [True] * 20
+    thread_locals(bounded_start_join)
     ok("threads-time", "30 green threads at once")
 
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(256)
-    port = srv.getsockname()[1]
+    srv, port = listening_socket()
 
     def handle(conn):
         with conn:
             line = conn.makefile("rb").readline()
             conn.sendall(line.upper())
-
-    def acceptor():
-        while True:
-            conn, _ = srv.accept()
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-    threading.Thread(target=acceptor, daemon=True).start()
+    threading.Thread(target=thread_per_connection(srv, handle), daemon=True).start()
     replies = {}
 
     def client(i):
@@ -379,41 +261,14 @@ def patched():
         with socket.create_connection(("127.0.0.1", port), timeout=HANG) as c:
             c.sendall(msg)
             replies[i] = c.makefile("rb").readline() == msg.upper()
-    ts = [threading.Thread(target=client, args=(i,)) for i in range(100)]
-    with eventlet.Timeout(HANG):
-        [t.start() for t in ts]
-        [t.join() for t in ts]
+    bounded_start_join([threading.Thread(target=client, args=(i,)) for i in range(100)])
     srv.close()
     assert len(replies) == 100 and all(replies.values())
     ok("socket", "100 clients")
 
-    q = queue.Queue(maxsize=4)
-    got = []
-
-    def producer():
-        for i in range(300):
-            q.put(i)
-        q.put(None)
-
-    def consumer():
-        while (item := q.get()) is not None:
-            got.append(item)
-    ts = [threading.Thread(target=producer), threading.Thread(target=consumer)]
-    with eventlet.Timeout(HANG):
-        [t.start() for t in ts]
-        [t.join() for t in ts]
-    assert got == list(range(300))
-    ok("queue")
-
-    class Late(Exception):
-        pass
-    try:
-        with eventlet.Timeout(0.01, Late):
-            time.sleep(HANG)
-    except Late:
-        pass
-    else:
-        raise AssertionError("Timeout did not interrupt the patched time.sleep")
+    queue_between_threads(300, bounded_start_join)
+    timeout_interrupts_sleep(eventlet.Timeout,
+                             "Timeout did not interrupt the patched time.sleep")
     ok("timeout")
     print("ALL-OK", flush=True)
 

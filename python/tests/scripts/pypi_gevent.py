@@ -13,15 +13,15 @@ gevent.Timeout (a hang fails, slowness does not).
 import os
 import sys
 
-MODE = sys.argv[1] if len(sys.argv) > 1 else ""
-if MODE == "patch_all":
+import green_checks
+
+
+def monkey_patch():
     from gevent import monkey
     monkey.patch_all()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cgl_support  # noqa: E402
 
-cgl_support.check_gevent_identity_or_exit()
+MODE = green_checks.child_start("patch_all", monkey_patch, "gevent")
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
@@ -30,12 +30,14 @@ import gevent.pool  # noqa: E402
 import gevent.queue  # noqa: E402
 import gevent.socket  # noqa: E402
 import greenlet  # noqa: E402
+from green_checks import (  # noqa: E402
+    HANG, finally_count, listening_socket, ok, peak_counter, queue_between_threads,
+    start_join, thread_locals, thread_per_connection, timeout_interrupts_recv,
+    timeout_interrupts_sleep, victims)
 
-HANG = 60  # seconds: a bound against hangs, not a performance target
 
-
-def ok(name, detail=""):
-    print("OK %s %s" % (name, detail), flush=True)
+def bounded_start_join(threads):
+    start_join(threads, join_timeout=HANG)
 
 
 # ---------------------------------------------------------------- serve
@@ -98,7 +100,6 @@ def serve():
 # ---------------------------------------------------------------- patch_all
 def patch_all():
     from gevent import monkey
-    import queue
     import select
     import socket
     import subprocess
@@ -131,33 +132,15 @@ def patch_all():
         with lock:
             asleep[0] -= 1
         seen.append((i, real_ident()))
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(30)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(HANG)
+    bounded_start_join([threading.Thread(target=worker, args=(i,)) for i in range(30)])
     assert sorted(i for i, _ in seen) == list(range(30)), seen
     assert {x for _, x in seen} == {main_os_thread}
     assert asleep[1] == 30, asleep
-    local = threading.local()
-    checks = []
-
-    def with_local(i):
-        local.v = i
-        time.sleep(0.001)
-        checks.append(local.v == i)
-    ts = [threading.Thread(target=with_local, args=(i,)) for i in range(20)]
-    [t.start() for t in ts]
-    [t.join(HANG) for t in ts]
-    assert checks == [True] * 20
+    thread_locals(bounded_start_join)
     ok("threads", "30 green threads at once")
 
     # a socket server in green threads, 100 clients in greenlets
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(256)
-    port = srv.getsockname()[1]
+    srv, port = listening_socket()
     handled = []
 
     def handle(conn):
@@ -166,12 +149,7 @@ def patch_all():
             line = f.readline()
             conn.sendall(line.upper())
             handled.append(len(line))
-
-    def acceptor():
-        while True:
-            conn, _ = srv.accept()
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-    acc = gevent.spawn(acceptor)
+    acc = gevent.spawn(thread_per_connection(srv, handle))
     replies = {}
 
     def client(i):
@@ -222,33 +200,10 @@ def patch_all():
     ok("subprocess", "ticks=%d" % len(ticks))
 
     # queue.Queue between green threads
-    q = queue.Queue(maxsize=4)
-    got = []
-
-    def producer():
-        for i in range(500):
-            q.put(i)
-        q.put(None)
-
-    def consumer():
-        while (item := q.get()) is not None:
-            got.append(item)
-    ts = [threading.Thread(target=producer), threading.Thread(target=consumer)]
-    [t.start() for t in ts]
-    [t.join(HANG) for t in ts]
-    assert got == list(range(500))
-    ok("queue")
+    queue_between_threads(500, bounded_start_join)
 
     # patched time.sleep under a Timeout, and Event/Condition across green threads
-    class Late(Exception):
-        pass
-    try:
-        with gevent.Timeout(0.01, Late):
-            time.sleep(HANG)
-    except Late:
-        pass
-    else:
-        raise AssertionError("the Timeout did not interrupt time.sleep")
+    timeout_interrupts_sleep(gevent.Timeout, "the Timeout did not interrupt time.sleep")
     cond = threading.Condition()
     state = []
 
@@ -282,15 +237,7 @@ def pools():
 
     # Pool: never more than `size` at once, and reaches it
     pool = gevent.pool.Pool(7)
-    active = [0, 0]
-
-    def square(x):
-        active[0] += 1
-        active[1] = max(active)
-        gevent.sleep(0)
-        gevent.sleep(0)
-        active[0] -= 1
-        return x * x
+    square, active = peak_counter(gevent.sleep, 2)
     assert pool.map(square, range(100)) == [x * x for x in range(100)]
     assert active[1] == 7, active
     assert sorted(pool.imap_unordered(square, range(60))) == [x * x for x in range(60)]
@@ -332,36 +279,12 @@ def pools():
         gevent.sleep(HANG)
     with gevent.Timeout(HANG):
         gevent.sleep(0)
-    a, b = gevent.socket.socketpair()
-    try:
-        with gevent.Timeout(0.01):
-            a.recv(10)
-    except gevent.Timeout:
-        pass
-    else:
-        raise AssertionError("Timeout did not interrupt recv")
-    a.close()
-    b.close()
+    timeout_interrupts_recv(gevent.Timeout, gevent.socket.socketpair)
     ok("timeout")
 
     # kills: GreenletExit with finally, a custom exception, killall, a
     # greenlet killed while blocked in recv, links, killing an unstarted one
-    log = []
-
-    class Stop(Exception):
-        pass
-
-    def victim(name):
-        try:
-            gevent.sleep(HANG)
-        except greenlet.GreenletExit:
-            log.append((name, "exit"))
-            raise
-        except Stop:
-            log.append((name, "stop"))
-            return "stopped"
-        finally:
-            log.append((name, "finally"))
+    victim, log, Stop = victims(gevent.sleep)
     g = gevent.spawn(victim, "a")
     gevent.sleep(0)
     g.kill(block=True, timeout=HANG)
@@ -376,7 +299,7 @@ def pools():
     gevent.sleep(0)
     gevent.killall(many, timeout=HANG)
     assert all(m.dead for m in many)
-    assert sum(1 for n, w in log if n.startswith("m") and w == "finally") == 200
+    assert finally_count(log, "m") == 200
     u = gevent.spawn(victim, "unstarted")
     u.kill()
     assert u.dead and ("unstarted", "finally") not in log
@@ -399,7 +322,7 @@ def pools():
     finally:
         hub.exception_stream = stream
     assert linked == ["ZeroDivisionError"], linked
-    ok("kill", "%d finally blocks" % sum(1 for _, w in log if w == "finally"))
+    ok("kill", "%d finally blocks" % finally_count(log))
 
     # events, AsyncResult, Semaphore, Queue, spawn_later
     ev = gevent.event.Event()
@@ -413,15 +336,7 @@ def pools():
     res = gevent.event.AsyncResult()
     gevent.spawn_later(0.001, res.set, "value")
     assert res.get(timeout=HANG) == "value"
-    sem = gevent.lock.BoundedSemaphore(3)
-    holding = [0, 0]
-
-    def hold():
-        with sem:
-            holding[0] += 1
-            holding[1] = max(holding)
-            gevent.sleep(0)
-            holding[0] -= 1
+    hold, holding = peak_counter(gevent.sleep, 1, gevent.lock.BoundedSemaphore(3))
     gevent.joinall([gevent.spawn(hold) for _ in range(20)], timeout=HANG, raise_error=True)
     assert holding[1] == 3, holding
     q = gevent.queue.Queue(maxsize=2)
