@@ -388,23 +388,41 @@ static void asan_after_switch(greenlet__tstate *ts, greenlet_t *self) {
  * this so the jump returns directly to the user's call site; nothing may
  * need doing after it on the resumed side (ASan builds excepted).
  */
-static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
-                           greenlet_t *to, int status, void *value,
-                           void **out) {
+/* The bookkeeping of a switch to `to` with value: counted, the value into
+ * the pointer `to` waits with (or run()'s argument if it starts now), `to`
+ * current.  (transfer(), and the switcher once `to`'s bytes are in place.) */
+static inline void deliver(greenlet__tstate *ts, greenlet_t *to,
+                           void *value) {
   stat_add(&ts->switches, 1);
-  from->out = out;
   if (to->out)
     *to->out = value;
   else /* starting (prepare_start cleared out), or it waits with out NULL */
     ts->start_value = value;
   ts->current = to;
+}
+
+/* ASan: the bounds of the stack g runs on (a main greenlet's are learnt). */
+#ifdef GREENLET_ASAN
+static void asan_bounds(const greenlet_t *g, const void **bottom,
+                        size_t *size) {
+  *bottom = g->stack.base ? g->stack.lo : g->asan_bottom;
+  *size = g->stack.base ? g->stack.size : g->asan_size;
+}
+#endif
+
+static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
+                           greenlet_t *to, int status, void *value,
+                           void **out) {
+  from->out = out;
+  deliver(ts, to, value);
 #ifdef GREENLET_TSAN
   __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
 #ifdef GREENLET_ASAN
   ts->origin = from;
-  const void *bottom = to->stack.base ? to->stack.lo : to->asan_bottom;
-  size_t size = to->stack.base ? to->stack.size : to->asan_size;
+  const void *bottom;
+  size_t size;
+  asan_bounds(to, &bottom, &size);
   __sanitizer_start_switch_fiber(ts->dying == from ? NULL : &from->asan_fake,
                                  bottom, size);
   status = greenlet__context_swap(&from->ctx, &to->ctx, status);
@@ -428,15 +446,6 @@ static inline int transfer(greenlet__tstate *ts, greenlet_t *from,
  * in place (its out pointer points into them).
  */
 
-/* ASan: the bounds of the stack g runs on (a main greenlet's are learnt). */
-#ifdef GREENLET_ASAN
-static void asan_bounds(const greenlet_t *g, const void **bottom,
-                        size_t *size) {
-  *bottom = g->stack.base ? g->stack.lo : g->asan_bottom;
-  *size = g->stack.base ? g->stack.size : g->asan_size;
-}
-#endif
-
 __attribute__((noreturn)) static void switcher_run(greenlet__tstate *ts) {
   greenlet__shared *sh = &ts->shared;
   for (;;) {
@@ -454,12 +463,7 @@ __attribute__((noreturn)) static void switcher_run(greenlet__tstate *ts) {
     greenlet_t *next = to;
     int status = sh->sw_status;
     if (rc == 0) {
-      stat_add(&ts->switches, 1);
-      if (to->out)
-        *to->out = sh->sw_value;
-      else
-        ts->start_value = sh->sw_value;
-      ts->current = to;
+      deliver(ts, to, sh->sw_value);
     } else if (from->state == GREENLET__DEAD) {
       /* A finishing greenlet cannot be resumed to report it. */
       static const char msg[] = "cgreenlet: out of memory copying a shared "
