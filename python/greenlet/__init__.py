@@ -1,9 +1,10 @@
 """greenlet: stackful micro-threads with explicit switching.
 
 This is cgreenlet's implementation of the greenlet 2.0.2 API: the same
-names, the same C API capsule and object layout, on libcgreenlet (every
-greenlet runs on a guarded stack of its own, so a switch costs the same at
-any C stack depth).
+names, the same C API capsule and object layout, on libcgreenlet (greenlets
+run on guarded stacks a thread keeps for them, one each while there are
+few, so a switch costs the same at any C stack depth; a parked greenlet
+beyond that costs the bytes it uses, copied aside).
 """
 __version__ = "2.0.2"
 
@@ -21,7 +22,10 @@ from ._greenlet import CLOCKS_PER_SEC
 from ._greenlet import enable_optional_cleanup
 from ._greenlet import get_clocks_used_doing_optional_cleanup
 
+# As stock greenlet (2.0.2 and 3.x) lists them.
 __all__ = [
+    "__version__",
+    "_C_API",
     "GreenletExit",
     "error",
     "getcurrent",

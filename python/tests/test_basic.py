@@ -546,3 +546,15 @@ def test_capsule_functions():
     for fn in (is_main, started, active):
         with pytest.raises(TypeError):
             fn(object())
+
+
+def test_star_import_gives_stock_names():
+    """__all__ as stock greenlet (2.0.2 and 3.x) has it: __version__ and
+    _C_API first."""
+    ns = {}
+    exec("from greenlet import *", ns)
+    for name in ("__version__", "_C_API", "GreenletExit", "error",
+                 "getcurrent", "greenlet", "gettrace", "settrace"):
+        assert name in ns, name
+    assert ns["_C_API"] is greenlet._C_API
+    assert greenlet.__all__[:2] == ["__version__", "_C_API"]
