@@ -459,7 +459,7 @@ __attribute__((noreturn)) static void switcher_run(greenlet__tstate *ts) {
       from->asan_size = size;
     }
 #endif
-    int rc = greenlet__shared_bring_in(ts, to);
+    int rc = greenlet__shared_bring_in(to);
     greenlet_t *next = to;
     int status = sh->sw_status;
     if (rc == 0) {

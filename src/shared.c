@@ -245,8 +245,7 @@ static int restore(greenlet_t *t) {
   return 0;
 }
 
-int greenlet__shared_bring_in(greenlet__tstate *ts, greenlet_t *to) {
-  (void)ts;
+int greenlet__shared_bring_in(greenlet_t *to) {
   greenlet__slot *s = to->slot;
   greenlet_t *r = s->resident;
   if (r && r != to) {
@@ -258,12 +257,9 @@ int greenlet__shared_bring_in(greenlet__tstate *ts, greenlet_t *to) {
         return rc;
     }
   }
-  if (!(to->flags & GREENLET__AWAY))
-    return 0;
-  int rc = restore(to);
-  /* Laying out a context cannot fail with the assembly back ends; with
-   * ucontext (getcontext) the evicted resident simply stays away. */
-  return rc;
+  /* Laying out a context fails only with ucontext (getcontext); the
+   * evicted resident then simply stays away. */
+  return (to->flags & GREENLET__AWAY) ? restore(to) : 0;
 }
 
 void greenlet__shared_release(greenlet__tstate *ts, greenlet_t *g) {

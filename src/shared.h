@@ -63,7 +63,7 @@ greenlet__shared_start(greenlet__tstate *ts, greenlet_t *g);
  * ran.  Neither may be running.  Returns 0 or GREENLET_ENOMEM (nothing
  * changed). */
 __attribute__((visibility("hidden"))) int
-greenlet__shared_bring_in(greenlet__tstate *ts, greenlet_t *to);
+greenlet__shared_bring_in(greenlet_t *to);
 
 /* g (shared) will never run again (finished, discarded, its thread exits):
  * frees its copy and unbinds it from its slot. */
