@@ -7,7 +7,8 @@
 #   --build-dir DIR  the built module (default build/python-X.Y, `make python`;
 #                    built with Valgrind's stack registration when
 #                    valgrind.h is installed, which setup.py checks)
-#   --all            also run the ids in python/tests/valgrind_skip.txt
+#   --all            also run the ids in python/tests/valgrind_skip.txt and
+#                    python/tests/known_failures.txt
 #
 # Runs, each process (children too) under memcheck with PYTHONMALLOC=malloc
 # (so that CPython's objects are heap blocks memcheck sees, and pymalloc's
@@ -15,7 +16,7 @@
 #   1. Debian's upstream greenlet 2.0.2 suite, GREENLET_SKIP_LEAKCHECKS=1
 #   2. python/tests (pytest)
 # less python/tests/valgrind_skip.txt (printed: tests about time, not
-# memory).  No suppressions are used.  Any memcheck report (each process
+# memory) and python/tests/known_failures.txt (as test-python.sh --ci).  No suppressions are used.  Any memcheck report (each process
 # writes its own file to the log directory) or failed test fails the run.
 # Leaks are not checked here (CPython frees little at exit); the leak checks
 # of the upstream suite and python/tests/test_faults.py count objects.
@@ -27,7 +28,7 @@ ROOT=$(pwd)
 PYTHON=/usr/bin/python3
 BUILD_DIR=""
 ALL=0
-SKIP_FILE=python/tests/valgrind_skip.txt
+SKIP_FILES=(python/tests/valgrind_skip.txt python/tests/known_failures.txt)
 DEBIAN_TESTS=/usr/lib/python3/dist-packages/greenlet/tests
 
 USAGE_END=22
@@ -69,8 +70,8 @@ echo "== greenlet module: $BUILD_DIR (cgreenlet $cgl), memcheck reports: $VG_DIR
 
 skip=
 if [ "$ALL" -eq 0 ]; then
-  skip=$(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$SKIP_FILE" | grep -v '^$' || true)
-  echo "== leaving out ($SKIP_FILE):"
+  skip=$(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "${SKIP_FILES[@]}" | grep -v '^$' || true)
+  echo "== leaving out (${SKIP_FILES[*]}):"
   sed 's/^/   /' <<<"$skip"
 fi
 mapfile -t UPSTREAM < <(cd "$BUILD_DIR" && SKIP="$skip" "$PYTHON" -c '

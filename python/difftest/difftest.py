@@ -160,7 +160,12 @@ def fmt(v):
     return repr(v)
 
 def err(e):
-    return "!%s: %s" % (type(e).__name__, e)
+    msg = str(e)
+    # greenlet 3.x's cross-thread error names both threads' main greenlets
+    # (addresses differ from run to run; 2.0.2 says only the first words).
+    if msg.startswith("Cannot switch to a different thread\n"):
+        msg = "cannot switch to a different thread"
+    return "!%s: %s" % (type(e).__name__, msg)
 
 def rec(*item):
     P.trace.append([fmt(x) if not isinstance(x, str) else x for x in item])

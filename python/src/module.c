@@ -17,15 +17,25 @@ PyObject *PyExc_GreenletError;
 PyObject *PyExc_GreenletExit;
 PyObject *cg_str_run, *cg_thread_key, *cg_empty_tuple;
 /* The number of the full collection under way (0: none), and how many
- * have started (frames_shown, type.c). */
+ * have started (frames_shown, type.c); whether a collection of generation
+ * 0 or 1 is under way (green_is_gc, type.c). */
 unsigned long cg_full_gc;
+int cg_young_gc;
 static unsigned long cg_full_count;
 
 /* ---- module functions ------------------------------------------------------ */
 
+/* getcurrent(), greenlet.getcurrent() and the C API's: refused once the
+ * interpreter is being finalized (after the atexit callbacks), as greenlet
+ * 3.5 does: what a __del__ run by the last collections would get could
+ * belong to a thread state being torn down. */
 PyObject *cg_mod_getcurrent(PyObject *m, PyObject *unused) {
   (void)m;
   (void)unused;
+  if (Py_IsFinalizing()) {
+    PyErr_SetString(PyExc_RuntimeError, "greenlet is being finalized");
+    return NULL;
+  }
   cg_thread *th = cg_thread_get();
   if (!th)
     return NULL;
@@ -93,23 +103,27 @@ static PyObject *mod_set_thread_local(PyObject *m, PyObject *args) {
 }
 
 /* gc.callbacks entry: numbers the full collections (for frames_shown,
- * type.c). */
+ * type.c) and says when a young one is under way (green_is_gc). */
 static PyObject *cg_gc_callback(PyObject *mod, PyObject *const *args,
                                 Py_ssize_t nargs) {
   (void)mod;
   if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyDict_Check(args[1]))
     Py_RETURN_NONE;
   PyObject *gen = PyDict_GetItemString(args[1], "generation");
-  if (!gen || !PyLong_Check(gen) || PyLong_AsLong(gen) != 2) {
+  long g = gen && PyLong_Check(gen) ? PyLong_AsLong(gen) : -1;
+  if (g < 0 || g > 2) {
     PyErr_Clear();
     Py_RETURN_NONE;
   }
-  if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0) {
+  if (PyUnicode_CompareWithASCIIString(args[0], "start") != 0) {
+    cg_full_gc = 0;
+    cg_young_gc = 0;
+  } else if (g < 2) {
+    cg_young_gc = 1;
+  } else {
     if (++cg_full_count == 0)
       cg_full_count = 1;
     cg_full_gc = cg_full_count;
-  } else {
-    cg_full_gc = 0;
   }
   Py_RETURN_NONE;
 }
@@ -444,7 +458,7 @@ PyMODINIT_FUNC PyInit__greenlet(void) {
     goto fail;
   if (!cg_empty_tuple && !(cg_empty_tuple = PyTuple_New(0)))
     goto fail;
-  if (PyType_Ready(&PyGreenlet_Type) < 0 || PyType_Ready(&cg_thread_Type) < 0)
+  if (cg_green_types_ready() < 0 || PyType_Ready(&cg_thread_Type) < 0)
     goto fail;
   if (!PyExc_GreenletError &&
       !(PyExc_GreenletError = PyErr_NewException("greenlet.error", NULL, NULL)))
@@ -455,7 +469,7 @@ PyMODINIT_FUNC PyInit__greenlet(void) {
     goto fail;
   if (PyModule_AddObjectRef(m, "greenlet", (PyObject *)&PyGreenlet_Type) < 0 ||
       PyModule_AddObjectRef(m, "UnswitchableGreenlet",
-                            (PyObject *)&PyGreenlet_Type) < 0 ||
+                            (PyObject *)&cg_unswitchable_Type) < 0 ||
       PyModule_AddObjectRef(m, "error", PyExc_GreenletError) < 0 ||
       PyModule_AddObjectRef(m, "GreenletExit", PyExc_GreenletExit) < 0 ||
       PyModule_AddObjectRef(m, "GREENLET_USE_GC", Py_True) < 0 ||

@@ -82,6 +82,9 @@ struct cg_impl {
   /* The full collection that last saw its frames since it last parked
    * (0: none yet): see frames_shown (type.c). */
   unsigned long gc_shown;
+  /* UnswitchableGreenlet's switches into it fail: with SystemError
+   * (force_switch_error) or a fatal error (force_slp_switch_error). */
+  uint8_t force_switch_error, force_slp_switch_error;
 };
 
 /* Per (OS thread, interpreter thread state): lives in the thread state's
@@ -112,14 +115,19 @@ struct cg_thread {
 /* ---- shared objects (defined in the file named) ----------------------- */
 
 extern PyTypeObject PyGreenlet_Type;       /* type.c */
+/* _greenlet.UnswitchableGreenlet (greenlet 3.x's, for tests of switches
+ * that fail): type.c. */
+extern PyTypeObject cg_unswitchable_Type;
 extern PyTypeObject cg_thread_Type;        /* thread.c */
 extern PyObject *PyExc_GreenletError;      /* module.c, made by PyInit */
 extern PyObject *PyExc_GreenletExit;       /* module.c, made by PyInit */
 extern PyObject *cg_str_run, *cg_thread_key, *cg_empty_tuple; /* module.c */
 extern Py_ssize_t cg_total_main_greenlets; /* thread.c */
 extern __thread cg_thread *cg_tls;         /* thread.c: cg_thread_get's cache */
-/* The number of the full collection under way (0: none): module.c. */
+/* The number of the full collection under way (0: none), and whether a
+ * young one is: module.c. */
 extern unsigned long cg_full_gc;
+extern int cg_young_gc;
 
 #define IMPL(g) (((PyGreenlet *)(g))->pimpl)
 #define GREENLET_CHECK(o) PyObject_TypeCheck((o), &PyGreenlet_Type)
@@ -142,6 +150,7 @@ static inline int g_dead(cg_impl *i) { return g_started(i) && !g_active(i); }
  * and sets their run and parent as the type's own code does. */
 
 PyGreenlet *cg_green_alloc(PyTypeObject *type);
+int cg_green_types_ready(void);
 PyObject *cg_green_new(PyTypeObject *type, PyObject *args, PyObject *kw);
 int cg_green_setrun(PyGreenlet *self, PyObject *value, void *c);
 int cg_green_setparent(PyGreenlet *self, PyObject *value, void *c);

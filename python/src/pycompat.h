@@ -45,4 +45,12 @@ static inline int cg_compat_module_add_object_ref(PyObject *m,
 #define PyModule_AddObjectRef cg_compat_module_add_object_ref
 #endif
 
+#if PY_VERSION_HEX < 0x030D0000
+/* 3.13: PyThreadState_GetUnchecked (NULL, not a fatal error, without a
+ * thread state); older versions have it under a private name. */
+#define PyThreadState_GetUnchecked _PyThreadState_UncheckedGet
+/* 3.13: Py_IsFinalizing (the private name since 3.7). */
+#define Py_IsFinalizing _Py_IsFinalizing
+#endif
+
 #endif

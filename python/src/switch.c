@@ -127,13 +127,19 @@ static cg_thread *chain_thread(PyGreenlet *g) {
   return g->pimpl->thread_gone ? NULL : g->pimpl->thread;
 }
 
-/* Sets greenlet.error for a switch to another thread (gone: one that has
- * exited) and returns -1. */
-static int thread_error(int gone) {
-  PyErr_SetString(PyExc_GreenletError,
-                  gone ? "cannot switch to a different thread (which happens "
-                         "to have exited)"
-                       : "cannot switch to a different thread");
+/* Sets greenlet.error for a switch from thread th to thread to (NULL: one
+ * that has exited) and returns -1.  Greenlet 3.x's message names both
+ * threads' main greenlets. */
+static int thread_error(cg_thread *th, cg_thread *to) {
+  if (!to)
+    PyErr_SetString(PyExc_GreenletError,
+                    "cannot switch to a different thread (which happens to "
+                    "have exited)");
+  else
+    PyErr_Format(PyExc_GreenletError,
+                 "Cannot switch to a different thread\n\tCurrent:  %R\n"
+                 "\tExpected: %R",
+                 (PyObject *)th->main, (PyObject *)to->main);
   return -1;
 }
 
@@ -141,7 +147,7 @@ static int thread_error(int gone) {
  * is th. */
 static int check_start_thread(cg_thread *th, PyGreenlet *g) {
   cg_thread *gt = chain_thread(g);
-  return gt == th ? 0 : thread_error(!gt);
+  return gt == th ? 0 : thread_error(th, gt);
 }
 
 /* Checks that target can be switched to from this thread.  An unstarted
@@ -150,7 +156,26 @@ int cg_check_thread(cg_thread *th, PyGreenlet *target) {
   cg_impl *i = target->pimpl;
   if (i->thread == th || (!i->core && !i->is_main && !i->thread_gone))
     return 0;
-  return thread_error(i->thread_gone || !i->thread);
+  return thread_error(th, i->thread_gone ? NULL : i->thread);
+}
+
+/* UnswitchableGreenlet's forced failures of a switch into t (not already
+ * current): SystemError, nothing changed; or, as a failed stack switch in
+ * stock greenlet, a fatal error. */
+static int forced_switch_error(cg_thread *th, PyGreenlet *t) {
+  cg_impl *i = t->pimpl;
+  if (i->force_switch_error) {
+    PyErr_SetString(PyExc_SystemError,
+                    g_started(i) ? "Failed to switch stacks into a running "
+                                   "greenlet."
+                                 : "Failed to switch stacks into a greenlet "
+                                   "for the first time.");
+    return -1;
+  }
+  if (i->force_slp_switch_error && t != th->current)
+    Py_FatalError("greenlet: Failed low-level slp_switch(). The stack is "
+                  "probably corrupt.");
+  return 0;
 }
 
 /*
@@ -175,7 +200,8 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
       slots_clear(th);
       return NULL;
     }
-    Py_XSETREF(t->pimpl->run, run);
+    /* What it will call; run itself is let go in the new greenlet. */
+    Py_XSETREF(t->pimpl->call_run, run);
     /* An unstarted greenlet may have been given a parent of another thread
      * (even by that lookup); it can start only under one of this thread. */
     PyGreenlet *p = t->pimpl->parent;
@@ -197,6 +223,10 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
   if (t->pimpl->thread != th) {
     slots_clear(th);
     cg_check_thread(th, t);
+    return NULL;
+  }
+  if (forced_switch_error(th, t) < 0) {
+    slots_clear(th);
     return NULL;
   }
   PyThreadState *ts = th->tstate;
@@ -273,9 +303,12 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   /* Only now: dropping the greenlet we came from may run Python code. */
   Py_INCREF(self);
   Py_XSETREF(th->current, self);
-  PyObject *run = me->run;
-  me->run = NULL;
-  if (!run) /* started by a child's result: look run up here */
+  /* The run attribute goes now, in this greenlet, as in greenlet 3.x: its
+   * __del__ may switch away (and this greenlet resume later). */
+  Py_CLEAR(me->run);
+  PyObject *run = me->call_run;
+  me->call_run = NULL;
+  if (!run) /* looked up by whoever started it; if not, here */
     run = PyObject_GetAttr((PyObject *)self, cg_str_run);
   PyObject *r = NULL;
   int traced = run ? call_tracer(th, "switch", origin, self) : -1;
@@ -329,7 +362,7 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
     if (trun && cg_pystate_prepare(&t->pimpl->st) < 0)
       Py_CLEAR(trun);
     if (trun) {
-      Py_XSETREF(t->pimpl->run, trun);
+      Py_XSETREF(t->pimpl->call_run, trun);
     } else {
       slots_clear(th);
       PyErr_Fetch(&th->xfer_type, &th->xfer_value, &th->xfer_tb);

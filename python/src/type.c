@@ -8,7 +8,14 @@
 
 /* ---- the greenlet type --------------------------------------------------- */
 
+static void green_finalize(PyGreenlet *self);
+
 PyGreenlet *cg_green_alloc(PyTypeObject *type) {
+  /* A class statement clears the tp_finalize a subclass inherits when no
+   * __del__ is found on its MRO, and greenlet hides its own __del__ (see
+   * cg_green_types_ready): put it back before the first instance. */
+  if (!type->tp_finalize)
+    type->tp_finalize = (destructor)green_finalize;
   cg_impl *impl = PyMem_Calloc(1, sizeof *impl);
   if (!impl)
     return (PyGreenlet *)PyErr_NoMemory();
@@ -102,6 +109,15 @@ static int frames_visible(PyGreenlet *self) {
  */
 #define CG_GC_SPREAD 16
 
+/* Whether this collection is one that shows the frames of a greenlet of
+ * this thread with record `i` (the schedule above, without the checks of
+ * frames_visible). */
+static int scheduled_now(const cg_impl *i) {
+  unsigned long now = cg_full_gc;
+  return now && (i->gc_shown == 0 || i->gc_shown == now ||
+                 now % CG_GC_SPREAD == 0);
+}
+
 static int frames_shown(PyGreenlet *self) {
   cg_impl *i = self->pimpl;
   if (i->thread_gone)
@@ -109,14 +125,34 @@ static int frames_shown(PyGreenlet *self) {
   /* The schedule first: most collections end here for most greenlets,
    * without reading the core's record (frames_visible), a cache miss per
    * parked greenlet. */
-  unsigned long now = cg_full_gc;
-  if (!now ||
-      (i->gc_shown != now && i->gc_shown != 0 && now % CG_GC_SPREAD != 0))
+  if (!scheduled_now(i) || !frames_visible(self))
     return 0;
-  if (!frames_visible(self))
-    return 0;
-  i->gc_shown = now;
+  i->gc_shown = cg_full_gc;
   return 1;
+}
+
+/*
+ * tp_is_gc: whether the collector treats this greenlet as one of its
+ * objects.  Not, in a young collection (generation 0 or 1, where frames are
+ * never shown), for a suspended greenlet of this thread: it then counts as
+ * held from outside, as its frames' objects do, and, as with stock greenlet
+ * (which says "not" for every started, unfinished greenlet, always), the
+ * collector untracks the tuples that hold nothing else it needs to see:
+ * gevent keeps two such tuples per parked greenlet, and every full
+ * collection walked them.  The price: a cycle through such a tuple is never
+ * collected (stock collects no cycle through a suspended greenlet).  Yes
+ * everywhere else: full collections see the greenlet as before, and dicts
+ * (untracked only by full collections, or when built) stay tracked, so
+ * cycles through them are still found.  The answer stays the same within a
+ * collection, and reads no more than frames_shown's schedule does.
+ */
+static int green_is_gc(PyGreenlet *self) {
+  cg_impl *i = self->pimpl;
+  if (!cg_young_gc || !i || i->is_main || i->thread_gone || !g_active(i) ||
+      !i->thread)
+    return 1;
+  return i->thread->current == self ||
+         i->thread->tstate != PyThreadState_GetUnchecked();
 }
 
 static int green_traverse(PyGreenlet *self, visitproc visit, void *arg) {
@@ -157,6 +193,7 @@ static int green_clear(PyGreenlet *self) {
   Py_CLEAR(self->dict);
   if (i && !g_active(i)) {
     Py_CLEAR(i->run);
+    Py_CLEAR(i->call_run); /* looked up by a start that did not happen */
     Py_CLEAR(i->parent);
     if (i->thread_gone) /* its frames never run again */
       release_orphan(i);
@@ -510,6 +547,7 @@ PyTypeObject PyGreenlet_Type = {
               "Creates a new greenlet object (without running it).",
     .tp_traverse = (traverseproc)green_traverse,
     .tp_clear = (inquiry)green_clear,
+    .tp_is_gc = (inquiry)green_is_gc,
     .tp_finalize = (destructor)green_finalize,
     .tp_weaklistoffset = offsetof(PyGreenlet, weakreflist),
     .tp_methods = green_methods,
@@ -518,3 +556,66 @@ PyTypeObject PyGreenlet_Type = {
     .tp_init = (initproc)green_init,
     .tp_new = cg_green_new,
 };
+
+/* ---- UnswitchableGreenlet --------------------------------------------------- */
+
+/* force_switch_error (closure NULL) and force_slp_switch_error: a switch
+ * into the greenlet fails (cg_do_switch, switch.c). */
+static PyObject *unswitchable_get(PyGreenlet *self, void *slp) {
+  cg_impl *i = self->pimpl;
+  return PyBool_FromLong(slp ? i->force_slp_switch_error
+                             : i->force_switch_error);
+}
+
+static int unswitchable_set(PyGreenlet *self, PyObject *value, void *slp) {
+  if (!value) {
+    PyErr_Format(PyExc_AttributeError, "Cannot delete %s",
+                 slp ? "force_slp_switch_error" : "force_switch_error");
+    return -1;
+  }
+  int on = PyObject_IsTrue(value);
+  if (on < 0)
+    return -1;
+  if (slp)
+    self->pimpl->force_slp_switch_error = (uint8_t)on;
+  else
+    self->pimpl->force_switch_error = (uint8_t)on;
+  return 0;
+}
+
+static PyGetSetDef unswitchable_getsets[] = {
+    {"force_switch_error", (getter)unswitchable_get,
+     (setter)unswitchable_set, NULL, NULL},
+    {"force_slp_switch_error", (getter)unswitchable_get,
+     (setter)unswitchable_set, NULL, (void *)1},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+PyTypeObject cg_unswitchable_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name =
+        "greenlet._greenlet.UnswitchableGreenlet",
+    .tp_basicsize = sizeof(PyGreenlet),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Undocumented internal class for testing error conditions",
+    .tp_traverse = (traverseproc)green_traverse,
+    .tp_clear = (inquiry)green_clear,
+    .tp_getset = unswitchable_getsets,
+    .tp_base = &PyGreenlet_Type,
+};
+
+/*
+ * Readies both types.  The collector's kill of a suspended greenlet found
+ * in a garbage cycle is a tp_finalize (green_finalize), which CPython shows
+ * as a __del__ attribute that stock greenlet's objects do not have: it is
+ * taken out of the type's dict (cg_green_alloc gives subclasses the slot
+ * back).
+ */
+int cg_green_types_ready(void) {
+  if (PyType_Ready(&PyGreenlet_Type) < 0)
+    return -1;
+  PyObject *dict = PyGreenlet_Type.tp_dict;
+  if (PyDict_GetItemString(dict, "__del__") &&
+      PyDict_DelItemString(dict, "__del__") < 0)
+    return -1;
+  PyType_Modified(&PyGreenlet_Type);
+  return PyType_Ready(&cg_unswitchable_Type);
+}
