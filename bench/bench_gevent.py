@@ -14,7 +14,8 @@ and on stock greenlet, in the same run, on the same interpreter, two pairs:
         [--rounds 5] [--duration 5] [--warmup 2] [--only http|echo]
         [--pairs debian,pypi] [--json FILE]
 
-Figures (issue 3; target: gevent throughput with cgreenlet >= 1.0x stock):
+Figures (issues 3 and 15; target: gevent throughput with cgreenlet >= 1.0x
+stock, gevent 22.10 against 2.0.2 and gevent 26.9 against 3.5.6):
   - gevent pywsgi hello-world server under wrk (requests/s, keep-alive;
     the server sets TCP_NODELAY, as pywsgi writes headers and body apart);
   - gevent.server.StreamServer echo server, 100 concurrent clients, each

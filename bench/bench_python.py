@@ -158,6 +158,11 @@ def has_stock(python, env):
     return r.returncode == 0 and r.stdout.strip() == "True"
 
 
+def ratio(r):
+    """0.23x; two significant digits below 0.1 (0.0047x)."""
+    return "%.2fx" % r if r >= 0.1 else "%.2gx" % r
+
+
 IMPLS = ("ours", "stock", "pypi")   # cgreenlet, Debian's 2.0.2, PyPI's 3.5.6
 
 
@@ -234,7 +239,7 @@ def main():
         cells = ["%-34s %9.2f %-2s" % (name, med["ours"], unit)]
         for w in ("stock", "pypi"):
             if med[w]:
-                cells.append("%9.2f %-2s %7.2fx" % (med[w], unit, med["ours"] / med[w]))
+                cells.append("%9.2f %-2s %8s" % (med[w], unit, ratio(med["ours"] / med[w])))
             else:
                 cells.append("%12s %8s" % ("n/a", "n/a"))
         print(" ".join(cells), flush=True)
