@@ -166,13 +166,18 @@ pypi-env:
 bench:
 	scripts/bench.sh
 
-# The Python module against Debian's stock greenlet, in the same run.
+# The Python module against stock greenlet, in the same run, same
+# interpreter: Debian's 2.0.2 and PyPI's 3.5.6 (scripts/bench-env.sh unpacks
+# its wheel into build/, fetched once into ~/.cache/cgreenlet-pypi).
 bench-python: python
 	scripts/deps.sh python
 	$(PYTHON) bench/bench_python.py --python $(PYTHON) --build-dir build/python-$(PYVER)
 
-# gevent servers on the Python module against Debian's stock greenlet, same
-# run: pywsgi under wrk, and an echo server with 100 clients.
+# gevent servers on the Python module against stock greenlet, same run:
+# pywsgi under wrk, and an echo server with 100 clients; Debian's gevent 22.10
+# on stock 2.0.2 and on this module, and PyPI's gevent 26.9 (a venv,
+# build/bench-venv-X.Y, made by scripts/bench-env.sh) on stock 3.5.6 and on
+# this module.
 bench-gevent: python
 	scripts/deps.sh python
 	$(PYTHON) bench/bench_gevent.py --python $(PYTHON) --build-dir build/python-$(PYVER)
@@ -216,9 +221,9 @@ $(BUILD)/pagewalk: bench/pagewalk.c
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
 
 # The benchmark report: the C core against Boost.Context and the Python
-# module against Debian's stock greenlet, tables and plots written to
-# docs/benchmarks.md and docs/img/ (Debian's python3: its matplotlib and
-# stock greenlet).
+# module against stock greenlet (Debian's 2.0.2 and PyPI's 3.5.6, gevent
+# 22.10 and 26.9 servers too), tables and plots written to
+# docs/benchmarks.md and docs/img/ (Debian's python3: its matplotlib).
 bench-report:
 	scripts/deps.sh build bench python
 	/usr/bin/python3 bench/report.py

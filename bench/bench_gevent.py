@@ -1,23 +1,36 @@
 """gevent benchmarks: the same gevent servers on cgreenlet's greenlet module
-and on Debian's stock greenlet 2.0.2, in the same run.
+and on stock greenlet, in the same run, on the same interpreter, two pairs:
+
+  - Debian's gevent 22.10 on Debian's stock greenlet 2.0.2 against the same
+    gevent on this module (/usr/bin/python3, PYTHONPATH choosing the module);
+  - today's gevent from PyPI (26.9.0, pinned in scripts/pypi-requirements.txt)
+    on today's stock greenlet from PyPI (3.5.6) against the same gevent on
+    this module: build/bench-venv-X.Y, a venv on the same interpreter with
+    gevent 26 and no greenlet, PYTHONPATH choosing this module or
+    build/bench-greenlet-3.5.6-X.Y (both made, or kept, by
+    scripts/bench-env.sh, from the wheel cache outside the clone).
 
     /usr/bin/python3 bench/bench_gevent.py [--build-dir build/python-3.11]
         [--rounds 5] [--duration 5] [--warmup 2] [--only http|echo]
+        [--pairs debian,pypi] [--json FILE]
 
-Figures (issue 3; target: gevent throughput with cgreenlet >= 1.0x stock):
+Figures (issues 3 and 15; target: gevent throughput with cgreenlet >= 1.0x
+stock, gevent 22.10 against 2.0.2 and gevent 26.9 against 3.5.6):
   - gevent pywsgi hello-world server under wrk (requests/s, keep-alive;
     the server sets TCP_NODELAY, as pywsgi writes headers and body apart);
   - gevent.server.StreamServer echo server, 100 concurrent clients, each
     sending a 64-byte message and waiting for its echo (round trips/s).
 
-Each measurement starts a fresh server: /usr/bin/python3 with PYTHONPATH
-choosing the module (the server checks which greenlet it imported and that
-gevent's hub is built on it, and refuses to run otherwise).  The load
+Each measurement starts a fresh server (the server checks which greenlet and
+which gevent it imported and that gevent's hub is built on that greenlet,
+and refuses to run otherwise).  The load
 generator is the same for both: wrk for HTTP; for echo, a plain-Python epoll
 client that does not import greenlet or gevent.  Server and client are pinned
-to different CPUs (taskset) unless --no-pin.  Rounds alternate the order
-(ours/stock, stock/ours, ...).  A line per measurement (unless -q), then
-the medians and ours/stock (> 1 means cgreenlet is faster); also the CPU use
+to different CPUs (taskset) unless --no-pin.  Each round runs every server
+once, a pair's two back to back, the order reversed every other round (ours
+22, stock 2.0.2, stock 3.5.6, ours 26, then the reverse).  A line per
+measurement (unless -q), then the medians and ours/stock per pair (> 1 means
+cgreenlet is faster); also the CPU use
 of server and client during the load (a client near 100% would hide
 differences), the server's RSS and live greenlets after it, and any errors.
 
@@ -44,21 +57,26 @@ import scale_lib
 
 SERVER = r'''
 import gc, json, os, signal, socket, sys
-mode, expect, build_dir = sys.argv[1:4]
+mode, expect, build_dir, stock_dir, stock_version, gevent_version = sys.argv[1:7]
 import greenlet
 ours = getattr(greenlet._greenlet, "_cgreenlet_version", None)
 path = os.path.realpath(greenlet.__file__)
 in_build = path.startswith(os.path.realpath(build_dir) + os.sep)
 if expect == "ours":
     ok = ours is not None and in_build
-else:
-    ok = ours is None and not in_build and greenlet.__version__ == "2.0.2"
+elif stock_dir == "-":      # Debian's
+    ok = ours is None and not in_build and greenlet.__version__ == stock_version
+else:                       # PyPI's, unpacked in stock_dir
+    ok = (ours is None and greenlet.__version__ == stock_version and
+          path.startswith(os.path.realpath(stock_dir) + os.sep))
 import gevent, gevent.event, gevent.hub
 ok = ok and issubclass(gevent.hub.Hub, greenlet.greenlet)
+ok = ok and gevent_version in ("-", gevent.__version__)
 if not ok:
-    sys.stderr.write("bench_gevent server: wanted %s greenlet, got %s (%s, "
-                     "version %s)\n" % (expect, ours or "stock", path,
-                                        greenlet.__version__))
+    sys.stderr.write("bench_gevent server: wanted %s greenlet %s and gevent %s, got %s "
+                     "(%s, version %s) and gevent %s\n" % (
+                         expect, stock_version, gevent_version, ours or "stock", path,
+                         greenlet.__version__, gevent.__version__))
     sys.exit(3)
 
 def rss():
@@ -98,6 +116,7 @@ stop = gevent.event.Event()
 gevent.signal_handler(signal.SIGTERM, stop.set)
 server.start()
 print(json.dumps({"port": server.address[1], "impl": ours or "stock",
+                  "version": greenlet.__version__, "gevent": gevent.__version__,
                   "path": path, "rss": rss(), "greenlets": greenlets()}),
       flush=True)
 stop.wait()
@@ -202,10 +221,12 @@ def children_cpu():
 class Server:
     def __init__(self, a, which, mode):
         self.which, self.mode = which, mode
-        env = a.envs[which]
+        impl = a.impls[which]
         self.err = tempfile.TemporaryFile()
-        self.p = popen(a.pin_server + [a.python, "-c", SERVER, mode, which, a.build_dir],
-                       env=env, stdout=subprocess.PIPE, stderr=self.err)
+        self.p = popen(a.pin_server + [impl["python"], "-c", SERVER, mode, impl["expect"],
+                                       a.build_dir, impl["stock_dir"], impl["stock_version"],
+                                       impl["gevent"]],
+                       env=impl["env"], stdout=subprocess.PIPE, stderr=self.err)
         self.out = Lines(self.p.stdout)
         line = self.out.readline(60)
         if not line:
@@ -213,7 +234,7 @@ class Server:
             sys.exit("bench_gevent: %s server did not start (rc %s):\n%s"
                      % (which, self.p.returncode, self.stderr()))
         self.ready = json.loads(line)
-        if (self.ready["impl"] == "stock") != (which == "stock"):
+        if (self.ready["impl"] == "stock") != (impl["expect"] == "stock"):
             sys.exit("bench_gevent: wrong greenlet in the %s server: %s" % (which, self.ready))
         self.port = self.ready["port"]
 
@@ -342,6 +363,12 @@ def measure(a, which, mode):
             "rss1": after and after["rss"], "g1": after and after["greenlets"]}
 
 
+# The servers: Debian's gevent on this module and on Debian's stock greenlet,
+# then PyPI's gevent (the bench venv) on PyPI's stock greenlet and on this
+# module; a round runs them in this order or its reverse.
+ORDER = ("ours", "stock", "pypi", "ours26")
+PAIRS = {"debian": ("ours", "stock"), "pypi": ("ours26", "pypi")}  # ours, stock
+
 FIGS = [  # mode, name, unit
     ("http", "gevent pywsgi under wrk", "req/s"),
     ("echo", "gevent echo, %d clients", "rt/s"),
@@ -363,6 +390,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=int(env("BENCH_GEVENT_WARMUP", 2)),
                     help="seconds of untimed load first (default 2)")
     ap.add_argument("--only", choices=["http", "echo"])
+    ap.add_argument("--pairs", default="debian,pypi",
+                    help="which comparisons, comma-separated: debian (gevent 22.10, stock "
+                         "2.0.2), pypi (gevent 26.9, stock 3.5.6); default both")
+    ap.add_argument("--json", help="write every measurement and the medians to this file")
     ap.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--clients", type=int, default=100, help="echo clients (default 100)")
@@ -380,8 +411,35 @@ def main():
     a.build_dir = os.path.abspath(a.build_dir)
     if not os.path.isdir(os.path.join(a.build_dir, "greenlet")):
         sys.exit("bench_gevent: no greenlet module in %s (make python)" % a.build_dir)
-    stock = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    a.envs = {"ours": dict(stock, PYTHONPATH=a.build_dir), "stock": stock}
+    a.pairs = [p for p in a.pairs.split(",") if p]
+    if not a.pairs or any(p not in PAIRS for p in a.pairs):
+        ap.error("--pairs wants debian and/or pypi")
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    a.impls = {}
+    if "debian" in a.pairs:
+        gv = subprocess.run([a.python, "-c", "import gevent; print(gevent.__version__)"],
+                            env=base, capture_output=True, text=True, cwd="/")
+        if gv.returncode != 0:
+            sys.exit("bench_gevent: no gevent for %s (scripts/deps.sh python installs "
+                     "python3-gevent), or --pairs pypi" % a.python)
+        gv = gv.stdout.strip()
+        a.impls["ours"] = dict(python=a.python, env=dict(base, PYTHONPATH=a.build_dir),
+                               expect="ours", stock_dir="-", stock_version="-", gevent=gv,
+                               label="cgreenlet")
+        a.impls["stock"] = dict(python=a.python, env=base, expect="stock", stock_dir="-",
+                                stock_version="2.0.2", gevent=gv, label="stock 2.0.2")
+    if "pypi" in a.pairs:
+        try:
+            st = scale_lib.stock_env(a.python, a.build_dir, prog="bench_gevent")
+        except RuntimeError as e:
+            sys.exit("%s\n(--pairs debian goes on without it)" % e)
+        a.impls["ours26"] = dict(python=st["venv_python"], env=dict(base, PYTHONPATH=a.build_dir),
+                                 expect="ours", stock_dir="-", stock_version="-",
+                                 gevent=st["gevent"], label="cgreenlet")
+        a.impls["pypi"] = dict(python=st["venv_python"], env=dict(base, PYTHONPATH=st["stock_dir"]),
+                               expect="stock", stock_dir=st["stock_dir"],
+                               stock_version=st["version"], gevent=st["gevent"],
+                               label="stock " + st["version"])
 
     cpus = sorted(os.sched_getaffinity(0))
     a.pin_server = a.pin_client = []
@@ -395,6 +453,11 @@ def main():
           "each time; %s" % (a.rounds, a.duration, a.warmup, pinned or "not pinned"))
     print("  wrk -t%d -c%d; echo: %d clients x %d-byte messages" % (
         a.wrk_threads, a.connections, a.clients, a.msg_size))
+    for pair in a.pairs:
+        o, s_ = PAIRS[pair]
+        print("  %s: gevent %s on %s (%s) against %s (%s)" % (
+            pair, a.impls[o]["gevent"], a.impls[o]["label"], a.impls[o]["python"],
+            a.impls[s_]["label"], a.impls[s_]["env"].get("PYTHONPATH", "Debian's")))
 
     figs = [f for f in FIGS if a.only in (None, f[0])]
     try:
@@ -403,6 +466,8 @@ def main():
         PROBLEMS.append(str(e))
         report_problems()
     report(a, figs, results)
+    if a.json:
+        write_json(a, figs, results)
     report_problems()
 
 
@@ -416,15 +481,16 @@ def report_problems():
 
 def run_all(a, figs):
     results = {}
+    base_order = [w for w in ORDER if w in a.impls]
     for mode, name, unit in figs:
-        res = {"ours": [], "stock": []}
+        res = {w: [] for w in base_order}
         for r in range(a.rounds):
-            order = ("ours", "stock") if r % 2 == 0 else ("stock", "ours")
+            order = base_order if r % 2 == 0 else base_order[::-1]
             for which in order:  # alternated: drift and noise hit both
                 m = measure(a, which, mode)
                 res[which].append(m)
                 if not a.quiet:
-                    print("  %s round %d %-5s %8s %s  server CPU %3.0f%%  client CPU %3.0f%%  "
+                    print("  %s round %d %-6s %8s %s  server CPU %3.0f%%  client CPU %3.0f%%  "
                           "RSS %.1f->%.1f MB  greenlets %s->%s" % (
                               mode, r + 1, which, fmt_rate(m["rate"]), unit,
                               100 * m["server_cpu"], 100 * m["client_cpu"],
@@ -434,30 +500,54 @@ def run_all(a, figs):
     return results
 
 
+def med(ms, k):
+    return statistics.median(m[k] or 0 for m in ms)
+
+
 def report(a, figs, results):
     print()
-    print("%-28s %14s %14s %8s" % ("figure", "cgreenlet", "stock", "ratio"))
+    print("%-28s %-8s %14s %20s %8s" % ("figure", "gevent", "cgreenlet", "stock", "ratio"))
     for mode, name, unit in figs:
         res = results[mode]
-        mo = statistics.median(m["rate"] for m in res["ours"])
-        ms = statistics.median(m["rate"] for m in res["stock"])
         label = name % a.clients if "%d" in name else name
-        print("%-28s %8s %-5s %8s %-5s %7.2fx" % (label, fmt_rate(mo), unit,
-                                                  fmt_rate(ms), unit, mo / ms))
-        co = statistics.median(m["per_cpu"] for m in res["ours"])
-        cs = statistics.median(m["per_cpu"] for m in res["stock"])
-        print("%-28s %8s %-5s %8s %-5s %7.2fx" % ("  per server CPU-second", fmt_rate(co), "",
-                                                  fmt_rate(cs), "", co / cs))
+        for pair in a.pairs:
+            o, s = PAIRS[pair]
+            mo, ms = med(res[o], "rate"), med(res[s], "rate")
+            co, cs = med(res[o], "per_cpu"), med(res[s], "per_cpu")
+            print("%-28s %-8s %8s %-5s %8s %-5s %-5s %7.2fx" % (
+                label, a.impls[o]["gevent"], fmt_rate(mo), unit, fmt_rate(ms), unit,
+                a.impls[s]["stock_version"], mo / ms))
+            print("%-28s %-8s %8s %-5s %8s %-5s %-5s %7.2fx" % (
+                "  per server CPU-second", "", fmt_rate(co), "", fmt_rate(cs), "", "",
+                co / cs))
+            label = ""
     print()
     print("medians of %d round(s)   server CPU   client CPU   server RSS after   "
           "greenlets before->after" % a.rounds)
     for mode, name, unit in figs:
-        for which in ("ours", "stock"):
+        for which in results[mode]:
             ms = results[mode][which]
-            med = lambda k: statistics.median(m[k] or 0 for m in ms)
-            print("  %-4s %-5s %19.0f%% %11.0f%% %14.1f MB %14s" % (
-                mode, which, 100 * med("server_cpu"), 100 * med("client_cpu"),
-                med("rss1") / 2**20, "%d->%d" % (med("g0"), med("g1"))))
+            print("  %-4s %-6s %18.0f%% %11.0f%% %14.1f MB %14s" % (
+                mode, which, 100 * med(ms, "server_cpu"), 100 * med(ms, "client_cpu"),
+                med(ms, "rss1") / 2**20, "%d->%d" % (med(ms, "g0"), med(ms, "g1"))))
+
+
+def write_json(a, figs, results):
+    out = {"rounds": a.rounds, "duration": a.duration, "warmup": a.warmup,
+           "connections": a.connections, "clients": a.clients, "msg_size": a.msg_size,
+           "pin": " ".join(a.pin_server + ["/"] + a.pin_client) if a.pin_server else None,
+           "impls": {w: {k: v for k, v in i.items() if k != "env"} | {
+               "pythonpath": i["env"].get("PYTHONPATH")} for w, i in a.impls.items()},
+           "pairs": {p: PAIRS[p] for p in a.pairs}, "figures": []}
+    for mode, name, unit in figs:
+        out["figures"].append({
+            "mode": mode, "name": name % a.clients if "%d" in name else name, "unit": unit,
+            "runs": results[mode],
+            "median": {w: {k: med(ms, k) for k in ("rate", "per_cpu", "server_cpu",
+                                                   "client_cpu")}
+                       for w, ms in results[mode].items()}})
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

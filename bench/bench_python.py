@@ -1,16 +1,24 @@
-"""Python-side benchmarks: cgreenlet's greenlet module against Debian's
-stock greenlet 2.0.2, in the same run (each figure in a fresh process per
-module, median of several runs).
+"""Python-side benchmarks: cgreenlet's greenlet module against stock
+greenlet, in the same run and on the same interpreter: Debian's greenlet
+2.0.2 (python3-greenlet) and today's greenlet from PyPI (3.5.6, pinned in
+scripts/bench-env.sh, which fetches its wheel into the cache outside the
+clone once and unpacks it into build/bench-greenlet-3.5.6-X.Y).  Each figure
+is measured in a fresh process per module, the modules interleaved, median
+of several runs; PYTHONPATH chooses the module and each process checks
+which one it imported.
 
     /usr/bin/python3 bench/bench_python.py [--build-dir build/python-3.11] [--runs 5]
     python3 bench/bench_python.py --python ~/.pyenv/versions/3.12.1/bin/python3
+    ... --json FILE        also write the figures (each run's) to FILE
 
 --python picks the interpreter the figures are measured on (any CPython the
 module builds for).  The module is looked for in --build-dir, else in
 build/python-X.Y (`make python PYTHON=...`), else in build/python-X.Y.Z-<tag>
-(`scripts/test-python-versions.sh --build-only PYTHON`).  Where stock greenlet
-is not installed for that interpreter (every pyenv one), this module is
-measured alone and the stock and ratio columns say n/a.
+(`scripts/test-python-versions.sh --build-only PYTHON`).  Where Debian's
+stock greenlet is not installed for that interpreter (every pyenv one), its
+columns say n/a; where PyPI has no greenlet 3.5.6 wheel for it (or the cache
+lacks it and there is no network), the run stops unless --no-pypi-stock
+(then those columns say n/a).
 
 Figures: switch ping-pong; switch with 100 nested sorted(key=...) frames on
 the C stack; create+start+finish; kill a parked greenlet (20,000 parked,
@@ -19,7 +27,8 @@ round are reused in the next: it shows what giving pages back costs the
 killing thread); RSS per parked greenlet at 100,000.  Targets (issue 3, stock figures on the reference
 machine: 107 ns, 10.8 us, 4.8 us, 7.5 us, 5.9 KB): shallow switch <= 0.7x
 stock, deep switch <= 1.2x our shallow switch, create <= 0.25x, kill <= 0.3x,
-memory <= 1.0x.
+memory <= 1.0x.  A ratio is cgreenlet / stock: below 1 cgreenlet is faster
+(or smaller).
 """
 import argparse
 import json
@@ -28,13 +37,16 @@ import statistics
 import subprocess
 import sys
 
+from scale_lib import stock_env
+
 CHILD = r'''
 import gc, json, sys, time
 import greenlet
 from greenlet import greenlet as G, getcurrent
 what = sys.argv[1]
 N = int(sys.argv[2])
-out = {"impl": getattr(greenlet._greenlet, "_cgreenlet_version", None) or "stock"}
+out = {"impl": getattr(greenlet._greenlet, "_cgreenlet_version", None) or "stock",
+       "version": greenlet.__version__, "file": greenlet.__file__}
 
 def pingpong():
     main = getcurrent()
@@ -146,39 +158,100 @@ def has_stock(python, env):
     return r.returncode == 0 and r.stdout.strip() == "True"
 
 
+def ratio(r):
+    """0.23x; two significant digits below 0.1 (0.0047x)."""
+    return "%.2fx" % r if r >= 0.1 else "%.2gx" % r
+
+
+IMPLS = ("ours", "stock", "pypi")   # cgreenlet, Debian's 2.0.2, PyPI's 3.5.6
+
+
+def check(which, out, build_dir, want):
+    """Did PYTHONPATH choose the module wanted?"""
+    f = os.path.realpath(out["file"])
+    in_build = f.startswith(os.path.realpath(build_dir) + os.sep)
+    if which == "ours":
+        return out["impl"] != "stock" and in_build
+    if which == "stock":
+        return out["impl"] == "stock" and not in_build and out["version"] == "2.0.2"
+    return (out["impl"] == "stock" and out["version"] == want["version"]
+            and f.startswith(os.path.realpath(want["stock_dir"]) + os.sep))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--build-dir", default=None,
                     help="default: build/python-X.Y, else build/python-X.Y.Z-<tag>")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only", help="figures to run, comma-separated: " +
+                    ",".join(f[1] for f in FIGS))
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every N by this (the report's quick mode: 0.1)")
+    ap.add_argument("--no-pypi-stock", action="store_true",
+                    help="go on without PyPI's stock greenlet if it cannot be set up")
+    ap.add_argument("--json", help="write the figures to this file")
     a = ap.parse_args()
     build_dir = a.build_dir or build_dir_for(a.python)
-    ours = dict(os.environ, PYTHONPATH=os.path.abspath(build_dir))
-    stock = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    with_stock = has_stock(a.python, stock)
-    if not with_stock:
-        print("(no stock greenlet for %s: cgreenlet's module alone, from %s)"
-              % (a.python, build_dir))
-    print("%-34s %12s %12s %8s" % ("figure", "cgreenlet", "stock", "ratio"))
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    envs = {"ours": dict(base, PYTHONPATH=os.path.abspath(build_dir)), "stock": base}
+    have = {"ours": True, "stock": has_stock(a.python, base), "pypi": False}
+    pypi = {"version": "3.5.6", "stock_dir": None}
+    try:
+        pypi = stock_env(a.python, prog="bench_python")
+        envs["pypi"] = dict(base, PYTHONPATH=pypi["stock_dir"])
+        have["pypi"] = True
+    except RuntimeError as e:
+        if not a.no_pypi_stock:
+            sys.exit("%s\n(--no-pypi-stock goes on without it)" % e)
+        print("(no stock greenlet %s from PyPI for %s: %s)"
+              % (pypi["version"], a.python, str(e).splitlines()[-1]))
+    if not have["stock"]:
+        print("(no Debian stock greenlet for %s)" % a.python)
+    names = {"ours": "cgreenlet", "stock": "stock 2.0.2", "pypi": "stock " + pypi["version"]}
+    print("%s; cgreenlet from %s%s; median of %d run(s), interleaved" % (
+        a.python, build_dir,
+        "; stock %s from %s" % (pypi["version"], pypi["stock_dir"]) if have["pypi"] else "",
+        a.runs))
+    print("%-34s %12s %12s %8s %12s %8s" % ("figure", names["ours"], names["stock"], "ratio",
+                                           names["pypi"], "ratio"))
+    figs = FIGS
+    if a.only:
+        want = a.only.split(",")
+        figs = [f for f in FIGS if f[1] in want]
     results = {}
-    for name, what, n, scale, unit in FIGS:
+    for name, what, n, scale, unit in figs:
+        n = max(1, int(n * a.scale))
         runs = 1 if what == "rss" else a.runs
-        o, s = [], []
-        for _ in range(runs):  # interleaved: noise hits both
-            ro = run(a.python, ours, what, n)
-            rs = run(a.python, stock, what, n) if with_stock else {"impl": "stock", "value": 0}
-            if ro["impl"] == "stock" or rs["impl"] != "stock":
-                sys.exit("bench_python: wrong module loaded (%s / %s)" % (ro["impl"], rs["impl"]))
-            o.append(ro["value"] * scale)
-            s.append(rs["value"] * scale)
-        mo, ms = statistics.median(o), statistics.median(s)
-        results[what] = mo
-        if with_stock:
-            print("%-34s %9.2f %-2s %9.2f %-2s %7.2fx" % (name, mo, unit, ms, unit, mo / ms))
-        else:
-            print("%-34s %9.2f %-2s %12s %8s" % (name, mo, unit, "n/a", "n/a"))
-    print("deep switch / our shallow switch: %.2fx" % (results["deep"] / results["pingpong"]))
+        vals = {w: [] for w in IMPLS}
+        for r in range(runs):  # interleaved, the order rotated: noise hits all
+            order = IMPLS[r % 3:] + IMPLS[:r % 3]
+            for which in order:
+                if not have[which]:
+                    continue
+                out = run(a.python, envs[which], what, n)
+                if not check(which, out, build_dir, pypi):
+                    sys.exit("bench_python: wrong module loaded for %s: %s %s from %s"
+                             % (which, out["impl"], out["version"], out["file"]))
+                vals[which].append(out["value"] * scale)
+        med = {w: statistics.median(v) if v else None for w, v in vals.items()}
+        results[what] = {"name": name, "unit": unit, "n": n, "runs": vals, "median": med}
+        cells = ["%-34s %9.2f %-2s" % (name, med["ours"], unit)]
+        for w in ("stock", "pypi"):
+            if med[w]:
+                cells.append("%9.2f %-2s %8s" % (med[w], unit, ratio(med["ours"] / med[w])))
+            else:
+                cells.append("%12s %8s" % ("n/a", "n/a"))
+        print(" ".join(cells), flush=True)
+    if "deep" in results and "pingpong" in results:
+        print("deep switch / our shallow switch: %.2fx" % (
+            results["deep"]["median"]["ours"] / results["pingpong"]["median"]["ours"]))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"python": a.python, "build_dir": os.path.abspath(build_dir),
+                       "names": names, "pypi_stock_dir": pypi["stock_dir"],
+                       "have": have, "runs": a.runs, "scale": a.scale,
+                       "figures": results}, f, indent=1)
 
 
 if __name__ == "__main__":

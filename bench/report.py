@@ -2,23 +2,34 @@
 greenlet module, and writes docs/benchmarks.md with tables and PNG plots
 (docs/img/bench-*.png, drawn with Debian's matplotlib).
 
-    /usr/bin/python3 bench/report.py              # about 3 minutes; docs/
-    /usr/bin/python3 bench/report.py --quick      # smoke run, under a minute;
+    /usr/bin/python3 bench/report.py              # about 6 minutes; docs/
+    /usr/bin/python3 bench/report.py --quick      # smoke run, about a minute;
                                                   # writes to a temp dir
     /usr/bin/python3 bench/report.py --from-json build/report/results.json
 
 What it measures, each figure the median of several runs, each run a fresh
-process, the implementations compared in the same run, interleaved:
+process, the implementations compared in the same run, interleaved.  Python
+figures compare this module with two stock greenlets on the same interpreter
+(Debian's python3): Debian's greenlet 2.0.2 and today's from PyPI, 3.5.6
+(scripts/bench-env.sh unpacks its pinned wheel, from the cache outside the
+clone, into build/; PYTHONPATH chooses the module, and every process checks
+which one it imported):
 
 1. Python switch cost against C stack depth: a greenlet parked under D
    nested sorted(key=...) calls (each one a C frame of the interpreter that
-   calls back into Python) is switched to and from, for Debian's stock
-   greenlet 2.0.2 and for this module.  Stock copies the parked greenlet's
-   stack slice out and back in on every switch; this module switches stacks.
+   calls back into Python) is switched to and from, for both stock greenlets
+   and for this module.  Stock copies the parked greenlet's stack slice out
+   and back in on every switch; this module switches stacks.
 2. Memory per parked greenlet (RSS delta / count) at several counts, for
-   both Python implementations, and for the C core against Boost.Context
-   fibers (fixedsize_stack).
-3. The C core against Boost.Context: switch (greenlet_switch against a raw
+   the three Python implementations, and for the C core against
+   Boost.Context fibers (fixedsize_stack).
+3. The figures of `make bench-python` (bench/bench_python.py --json): switch,
+   deep switch, create, kill, RSS at 100,000.
+4. The gevent servers of `make bench-gevent` (bench/bench_gevent.py --json):
+   pywsgi under wrk and an echo server, Debian's gevent 22.10 on stock 2.0.2
+   and on this module, PyPI's gevent 26.9 (build/bench-venv-X.Y) on stock
+   3.5.6 and on this module.
+5. The C core against Boost.Context: switch (greenlet_switch against a raw
    jump_fcontext ping-pong), create+start+finish, create+park+kill
    (bench/bench_c.c and bench/bench_boost.cpp, as `make bench` runs them).
 
@@ -60,6 +71,11 @@ FULL = {
     "c_switch_rounds": 5000000,
     "c_create_n": 1000000,
     "c_park_n": 200000,
+    "bp_runs": 3,               # bench_python.py --runs
+    "bp_scale": 1.0,            # bench_python.py --scale
+    "gevent_rounds": 3,         # bench_gevent.py --rounds/--duration/--warmup
+    "gevent_duration": 5,
+    "gevent_warmup": 2,
 }
 QUICK = {
     "depths": [0, 100, 500],
@@ -73,6 +89,11 @@ QUICK = {
     "c_switch_rounds": 200000,
     "c_create_n": 50000,
     "c_park_n": 20000,
+    "bp_runs": 1,
+    "bp_scale": 0.05,
+    "gevent_rounds": 1,
+    "gevent_duration": 1,
+    "gevent_warmup": 0,
 }
 
 # Runs in a fresh interpreter: `switch DEPTH TARGET_S` or `rss N`.  Prints
@@ -274,10 +295,20 @@ def build(bd, python):
 
 # ---- running -------------------------------------------------------------------
 
+IMPLS = ("cgreenlet", "stock", "pypi")  # this module, Debian's 2.0.2, PyPI's 3.5.6
+
+
+def rotated(run):
+    """The implementations in the order of this run: rotated each run."""
+    k = run % len(IMPLS)
+    return list(IMPLS[k:] + IMPLS[:k])
+
+
 class Runner:
-    def __init__(self, bd, python, pin):
+    def __init__(self, bd, python, pin, pypi):
         self.bd = bd
         self.python = python
+        self.pypi = pypi
         self.pin = []
         self.pin_desc = "not pinned"
         if pin and shutil.which("taskset"):
@@ -287,6 +318,7 @@ class Runner:
         self.env = {
             "cgreenlet": dict(os.environ, PYTHONPATH=os.path.join(bd, "python")),
             "stock": {k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            "pypi": dict(os.environ, PYTHONPATH=pypi["stock_dir"]),
         }
         self.modinfo = {}
 
@@ -303,10 +335,15 @@ class Runner:
                                   env=self.env[impl]))
         # Make sure PYTHONPATH chose what it should.
         ours_dir = os.path.realpath(os.path.join(self.bd, "python")) + os.sep
+        pypi_dir = os.path.realpath(self.pypi["stock_dir"]) + os.sep
         if impl == "cgreenlet":
             ok = out["impl"] == "cgreenlet" and out["file"].startswith(ours_dir)
+        elif impl == "stock":   # Debian's
+            ok = (out["impl"] == "stock" and not out["file"].startswith(ours_dir)
+                  and not out["file"].startswith(pypi_dir))
         else:
-            ok = out["impl"] == "stock" and not out["file"].startswith(ours_dir)
+            ok = (out["impl"] == "stock" and out["file"].startswith(pypi_dir)
+                  and out["version"] == self.pypi["version"])
         if not ok:
             die("wanted %s greenlet, got %s from %s" % (impl, out["impl"], out["file"]))
         self.modinfo[impl] = {k: out[k] for k in ("version", "cgreenlet_version", "file")}
@@ -324,19 +361,22 @@ class Runner:
 
 
 def bench_depth(r, cfg):
-    res = {d: {"stock": [], "cgreenlet": [], "stack_saved": {}} for d in cfg["depths"]}
+    res = {d: {"stock": [], "cgreenlet": [], "pypi": [], "stack_saved": {}}
+           for d in cfg["depths"]}
     for run in range(cfg["py_runs"]):
-        order = ["cgreenlet", "stock"] if run % 2 == 0 else ["stock", "cgreenlet"]
+        order = rotated(run)
         for d in cfg["depths"]:
             for impl in order:
                 o = r.py(impl, "switch", d, cfg["py_target_s"])
                 res[d][impl].append(o["value"] * 1e9)
                 res[d]["stack_saved"][impl] = o["stack_saved"]
         log("  run %d/%d: %s" % (run + 1, cfg["py_runs"], "  ".join(
-            "%d: %.0f/%.0f ns" % (d, res[d]["cgreenlet"][-1], res[d]["stock"][-1])
+            "%d: %.0f/%.0f/%.0f ns" % (d, res[d]["cgreenlet"][-1], res[d]["stock"][-1],
+                                        res[d]["pypi"][-1])
             for d in cfg["depths"])))
     return [{"depth": d, "stock_ns": res[d]["stock"], "cgreenlet_ns": res[d]["cgreenlet"],
-             "stack_saved": res[d]["stack_saved"]} for d in cfg["depths"]]
+             "pypi_ns": res[d]["pypi"], "stack_saved": res[d]["stack_saved"]}
+            for d in cfg["depths"]]
 
 
 def rss_runs(cfg, n):
@@ -346,12 +386,13 @@ def rss_runs(cfg, n):
 def bench_py_rss(r, cfg):
     out = []
     for n in cfg["py_counts"]:
-        row = {"count": n, "stock_kib": [], "cgreenlet_kib": []}
+        row = {"count": n, "stock_kib": [], "cgreenlet_kib": [], "pypi_kib": []}
         for run in range(rss_runs(cfg, n)):
-            for impl in (["cgreenlet", "stock"] if run % 2 == 0 else ["stock", "cgreenlet"]):
+            for impl in rotated(run):
                 row[impl + "_kib"].append(r.py(impl, "rss", n)["value"] / 1024)
-        log("  %d: cgreenlet %.2f KiB, stock %.2f KiB" % (
-            n, median(row["cgreenlet_kib"]), median(row["stock_kib"])))
+        log("  %d: cgreenlet %.2f KiB, stock %.2f KiB, stock %s %.2f KiB" % (
+            n, median(row["cgreenlet_kib"]), median(row["stock_kib"]), r.pypi["version"],
+            median(row["pypi_kib"])))
         out.append(row)
     return out
 
@@ -371,6 +412,45 @@ def bench_c_rss(r, cfg):
             n, median(row["cgreenlet_kib"]), median(row["boost_kib"])))
         out.append(row)
     return out
+
+
+def bench_script(r, cfg, name, args, pin):
+    """Run bench/NAME.py with --json; its output goes to BD/NAME.log."""
+    js = os.path.join(r.bd, name + ".json")
+    logf = os.path.join(r.bd, name + ".log")
+    if os.path.exists(js):
+        os.unlink(js)
+    cmd = (r.pin if pin else []) + [r.python, os.path.join(ROOT, "bench", name + ".py"),
+                                    "--python", r.python, "--build-dir",
+                                    os.path.join(r.bd, "python"), "--json", js] + args
+    with open(logf, "w") as lf:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                            timeout=3600).returncode
+    with open(logf) as lf:
+        text = lf.read()
+    if rc != 0 or not os.path.exists(js):
+        sys.stderr.write(text)
+        die("bench/%s.py failed (exit %d; log: %s)" % (name, rc, logf))
+    # bench_python's table as it comes; bench_gevent's first line (its
+    # figures are in the summary at the end)
+    for line in text.splitlines()[:1] if name == "bench_gevent" else text.splitlines():
+        log("  " + line)
+    with open(js) as f:
+        return json.load(f)
+
+
+def bench_python_figs(r, cfg):
+    # Pinned to one CPU, as the other Python figures.
+    return bench_script(r, cfg, "bench_python", [
+        "--runs", str(cfg["bp_runs"]), "--scale", str(cfg["bp_scale"])], pin=True)
+
+
+def bench_gevent_figs(r, cfg):
+    # bench_gevent.py pins the server and the load generator to CPUs of their own.
+    return bench_script(r, cfg, "bench_gevent", [
+        "-q", "--rounds", str(cfg["gevent_rounds"]), "--duration", str(cfg["gevent_duration"]),
+        "--warmup", str(cfg["gevent_warmup"])], pin=False)
 
 
 def bench_c_timed(r, cfg):
@@ -448,21 +528,25 @@ def plots(data, imgdir):
         fig.savefig(os.path.join(imgdir, name))
         plt.close(fig)
 
-    colors = {"stock": "#d62728", "cgreenlet": "#1f77b4", "boost": "#7f7f7f"}
+    colors = {"stock": "#d62728", "pypi": "#ff7f0e", "cgreenlet": "#1f77b4", "boost": "#7f7f7f"}
 
     # 1. switch cost against depth: linear axes (the shape) and log time
     rows = data["depth"]
     depths = [x["depth"] for x in rows]
-    series = [("stock", "stock greenlet %s" % data["versions"]["stock"]),
-              ("cgreenlet", "cgreenlet's greenlet module")]
+    series = [("stock", "stock greenlet %s (Debian)" % data["versions"]["stock"])]
+    if rows[0].get("pypi_ns"):
+        series.append(("pypi", "stock greenlet %s (PyPI)" % data["versions"]["pypi"]))
+    series.append(("cgreenlet", "cgreenlet's greenlet module"))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.3), dpi=100)
     for impl, label in series:
         ys = [median(x[impl + "_ns"]) for x in rows]
         a1.plot(depths, [y / 1000 for y in ys], "o-", color=colors[impl], label=label)
         a2.plot(depths, ys, "o-", color=colors[impl], label=label)
         for x, y in ((depths[0], ys[0]), (depths[-1], ys[-1])):
+            # PyPI's stock beside Debian's: its labels below its points
             a2.annotate(fmt_ns(y), (x, y), textcoords="offset points",
-                        xytext=(0, 7), ha="right" if x == depths[-1] else "left",
+                        xytext=(0, -13 if impl == "pypi" else 7),
+                        ha="right" if x == depths[-1] else "left",
                         fontsize=8, color=colors[impl])
     a1.set_ylabel("time per switch (us)")
     a1.set_ylim(bottom=0)
@@ -496,7 +580,11 @@ def plots(data, imgdir):
     # 2. memory per parked greenlet against count
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4), dpi=100)
     py = data["py_rss"]
-    for impl, label in (("stock", "stock greenlet"), ("cgreenlet", "cgreenlet module")):
+    for impl, label in (("stock", "stock greenlet %s" % data["versions"]["stock"]),
+                        ("pypi", "stock greenlet %s" % data["versions"].get("pypi")),
+                        ("cgreenlet", "cgreenlet module")):
+        if not py[0].get(impl + "_kib"):
+            continue
         a1.plot([x["count"] for x in py], [median(x[impl + "_kib"]) for x in py], "o-",
                 color=colors[impl], label=label)
     a1.set_title("Python: parked greenlets", fontsize=10)
@@ -538,6 +626,11 @@ def plots(data, imgdir):
     return files
 
 
+def rel(path):
+    """A path inside the clone, relative to it."""
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
 def markdown(data, files, imgrel):
     m, v, cfg = data["machine"], data["versions"], data["config"]
     L = []
@@ -562,8 +655,18 @@ def markdown(data, files, imgrel):
     add("| load average | %s at start, %s at end (1, 5, 15 min; other processes add"
         " noise) |" % (m["loadavg_start"], m["loadavg_end"]))
     add("| Python | %s |" % m["python"])
-    add("| greenlet | stock %s (Debian, `%s`); cgreenlet's module %s (greenlet API %s) |"
-        % (v["stock"], v["stock_path"], v["cgreenlet"], v["cgreenlet_api"]))
+    pypi = bool(v.get("pypi")) and bool(data["depth"][0].get("pypi_ns"))
+    add("| greenlet | stock %s (Debian, `%s`)%s; cgreenlet's module %s (greenlet API %s);"
+        " `PYTHONPATH` chooses, each process checks what it imported |"
+        % (v["stock"], v["stock_path"],
+           "; stock %s (PyPI wheel, pinned, `%s`)" % (v["pypi"], rel(v["pypi_path"]))
+           if pypi else "", v["cgreenlet"], v["cgreenlet_api"]))
+    if data.get("gevent"):
+        g = data["gevent"]["impls"]
+        add("| gevent | %s (Debian) on stock %s and on cgreenlet's module; %s (PyPI, pinned,"
+            " a venv on the same interpreter: `%s`) on stock %s and on cgreenlet's module |"
+            % (g["stock"]["gevent"], v["stock"], g["pypi"]["gevent"],
+               rel(g["pypi"]["python"]), g["pypi"]["stock_version"]))
     add("| C | libcgreenlet %s, guard mode `%s`, %s, -O2 |" % (
         v["libcgreenlet"], v["guard_mode"], m["cc"]))
     add("| Boost | Boost.Context %s, %s, -O2 -DNDEBUG |" % (v["boost"], m["cxx"]))
@@ -571,12 +674,19 @@ def markdown(data, files, imgrel):
     mem_runs = "%d" % cfg["rss_runs"]
     if cfg.get("rss_runs_large", cfg["rss_runs"]) != cfg["rss_runs"]:
         mem_runs += ", %d from 100k on" % cfg["rss_runs_large"]
+    names = {"depth": "depth sweep", "py_rss": "Python memory",
+             "bench_python": "bench_python", "gevent": "gevent", "c_rss": "C memory",
+             "c_timed": "C timed"}
     add("| method | the median of the runs of each figure (Python timed: %d, C timed: %d,"
-        " memory: %s); every run a fresh process; the implementations interleaved;"
+        " memory: %s%s); every run a fresh process; the implementations interleaved;"
         " %s; %.0f s in all%s |" % (
-            cfg["py_runs"], cfg["c_runs"], mem_runs, data["pin"], data["seconds"],
-            " (depth sweep %.0f s, Python memory %.0f s, C memory %.0f s, C timed %.0f s)"
-            % (sec["depth"], sec["py_rss"], sec["c_rss"], sec["c_timed"]) if sec else ""))
+            cfg["py_runs"], cfg["c_runs"], mem_runs,
+            "; bench_python: %d, gevent: %d rounds of %d s after %d s of warm-up"
+            % (cfg["bp_runs"], cfg["gevent_rounds"], cfg["gevent_duration"],
+               cfg["gevent_warmup"]) if "bp_runs" in cfg else "",
+            data["pin"], data["seconds"],
+            " (%s)" % ", ".join("%s %.0f s" % (names.get(k, k), t) for k, t in sec.items())
+            if sec else ""))
     add("")
 
     # 1. depth
@@ -597,17 +707,35 @@ def markdown(data, files, imgrel):
         " gives every greenlet its own stack and only switches the stack"
         " pointer.")
     add("")
-    add("| depth | C stack held | stock %s | cgreenlet | cgreenlet / stock |"
-        " cgreenlet / its depth 0 | stock runs | cgreenlet runs |" % v["stock"])
-    add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    if pypi:
+        add("| depth | C stack held | stock %s | stock %s | cgreenlet | cgreenlet / %s |"
+            " cgreenlet / %s | cgreenlet / its depth 0 | stock %s runs | stock %s runs |"
+            " cgreenlet runs |" % (v["stock"], v["pypi"], v["stock"], v["pypi"], v["stock"],
+                                   v["pypi"]))
+        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    else:
+        add("| depth | C stack held | stock %s | cgreenlet | cgreenlet / stock |"
+            " cgreenlet / its depth 0 | stock runs | cgreenlet runs |" % v["stock"])
+        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for x in rows:
         o, s = median(x["cgreenlet_ns"]), median(x["stock_ns"])
         held = x["stack_saved"].get("stock") or x["stack_saved"].get("cgreenlet") or 0
-        add("| %d | %.1f KiB | %s | %s | %s | %.2fx | %s | %s |" % (
-            x["depth"], held / 1024, fmt_ns(s), fmt_ns(o), fmt_ratio(o / s), o / d0,
-            spread(x["stock_ns"]), spread(x["cgreenlet_ns"])))
+        if pypi:
+            p = median(x["pypi_ns"])
+            add("| %d | %.1f KiB | %s | %s | %s | %s | %s | %.2fx | %s | %s | %s |" % (
+                x["depth"], held / 1024, fmt_ns(s), fmt_ns(p), fmt_ns(o), fmt_ratio(o / s),
+                fmt_ratio(o / p), o / d0, spread(x["stock_ns"]), spread(x["pypi_ns"]),
+                spread(x["cgreenlet_ns"])))
+        else:
+            add("| %d | %.1f KiB | %s | %s | %s | %.2fx | %s | %s |" % (
+                x["depth"], held / 1024, fmt_ns(s), fmt_ns(o), fmt_ratio(o / s), o / d0,
+                spread(x["stock_ns"]), spread(x["cgreenlet_ns"])))
     last = rows[-1]
     add("")
+    if pypi:
+        p0, pl = median(rows[0]["pypi_ns"]), median(last["pypi_ns"])
+        add("From depth %d to depth %d stock %s's switch went from %s to %s (%.0fx)."
+            % (rows[0]["depth"], last["depth"], v["pypi"], fmt_ns(p0), fmt_ns(pl), pl / p0))
     add("From depth %d to depth %d stock's switch went from %s to %s (%.0fx);"
         " cgreenlet's from %s to %s (%.2fx). \"C stack held\" is stock's"
         " `_stack_saved` of the parked greenlet: the bytes stock copies back onto"
@@ -633,19 +761,24 @@ def markdown(data, files, imgrel):
         " (`boost::context::fiber` on a 256 KiB `fixedsize_stack`: malloc'ed, no"
         " guard page; cgreenlet's stacks are `mmap`s with a guard).")
     add("")
-    add("| parked | Python: stock | Python: cgreenlet | cgreenlet / stock |"
-        " C: libcgreenlet | C: Boost.Context | libcgreenlet / Boost |")
-    add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    pcols = [("stock", v["stock"])] + ([("pypi", v["pypi"])] if pypi else [])
+    add("| parked | %s | Python: cgreenlet | %s |"
+        " C: libcgreenlet | C: Boost.Context | libcgreenlet / Boost |" % (
+            " | ".join("Python: stock %s" % ver for _, ver in pcols),
+            " | ".join("cgreenlet / %s" % ver for _, ver in pcols)))
+    add("| ---: " * (4 + 2 * len(pcols)) + "|")
     counts = sorted({x["count"] for x in data["py_rss"]} | {x["count"] for x in data["c_rss"]})
     py = {x["count"]: x for x in data["py_rss"]}
     cr = {x["count"]: x for x in data["c_rss"]}
     for n in counts:
         cells = [fmt_count(n)]
         if n in py:
-            s, o = median(py[n]["stock_kib"]), median(py[n]["cgreenlet_kib"])
-            cells += ["%.2f KiB" % s, "%.2f KiB" % o, "%.2fx" % (o / s) if s > 0 else "-"]
+            o = median(py[n]["cgreenlet_kib"])
+            ss = [median(py[n][k + "_kib"]) for k, _ in pcols]
+            cells += ["%.2f KiB" % s for s in ss] + ["%.2f KiB" % o]
+            cells += ["%.2fx" % (o / s) if s > 0 else "-" for s in ss]
         else:
-            cells += ["-"] * 3
+            cells += ["-"] * (1 + 2 * len(pcols))
         if n in cr:
             c, b = median(cr[n]["cgreenlet_kib"]), median(cr[n]["boost_kib"])
             cells += ["%.2f KiB" % c, "%.2f KiB" % b, "%.2fx" % (c / b) if b > 0 else "-"]
@@ -664,7 +797,73 @@ def markdown(data, files, imgrel):
         " (VmPTE) are not in RSS, for either." % m.get("max_map_count", "?"))
     add("")
 
-    # 3. C
+    # 3. bench_python's figures
+    bp = data.get("bench_python")
+    if bp:
+        nm = bp["names"]
+        add("## The figures of `make bench-python`")
+        add("")
+        add("`bench/bench_python.py` (%s, %s): each figure in a fresh process per module,"
+            " the modules in turn, the order rotated each run; the ratio is cgreenlet /"
+            " stock (below 1: cgreenlet is faster or smaller)."
+            % ("%d runs, the median" % bp["runs"] if bp["runs"] > 1 else "1 run",
+               "the counts as in `make bench-python`" if bp["scale"] == 1
+               else "the counts scaled by %g" % bp["scale"]))
+        add("")
+        add("| figure | N | cgreenlet | %s | cgreenlet / 2.0.2 | %s | cgreenlet / %s |" % (
+            nm["stock"], nm["pypi"], nm["pypi"].split()[-1]))
+        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for what, f in bp["figures"].items():
+            md_, u = f["median"], f["unit"]
+            cell = lambda x: (fmt_ns(x) if u == "ns" else "%.2f %s" % (x, u)) if x else "n/a"
+            ratio = lambda x: fmt_ratio(md_["ours"] / x) if x else "n/a"
+            add("| %s | %s | %s | %s | %s | %s | %s |" % (
+                f["name"], fmt_count(f["n"]), cell(md_["ours"]), cell(md_["stock"]),
+                ratio(md_["stock"]), cell(md_["pypi"]), ratio(md_["pypi"])))
+        add("")
+
+    # 4. gevent
+    ge = data.get("gevent")
+    if ge:
+        im = ge["impls"]
+        add("## gevent servers: `make bench-gevent`")
+        add("")
+        add("`bench/bench_gevent.py`: a fresh server per measurement, %d round%s of %d s"
+            " after %d s of warm-up, every server once per round (a pair back to back, the"
+            " order reversed each round), the median; server and load generator %s. pywsgi:"
+            " a hello-world app under `wrk -t1 -c%d` (keep-alive; the server sets"
+            " `TCP_NODELAY`). echo: a `StreamServer`, %d clients of a plain-Python epoll"
+            " client (no greenlet) each sending %d bytes and waiting for the echo. The"
+            " ratio is a throughput, cgreenlet / stock: above 1 cgreenlet is faster."
+            " Debian's gevent runs on `%s`, PyPI's in the venv `%s` on the same"
+            " interpreter."
+            % (ge["rounds"], "" if ge["rounds"] == 1 else "s", ge["duration"], ge["warmup"],
+               "pinned to CPUs of their own (%s)" % ge["pin"] if ge["pin"] else "not pinned",
+               ge["connections"], ge["clients"], ge["msg_size"], im["stock"]["python"],
+               rel(im["pypi"]["python"])))
+        add("")
+        add("| figure | gevent | stock greenlet | stock | cgreenlet | cgreenlet / stock |"
+            " per server CPU-second: cgreenlet / stock | server CPU: stock, cgreenlet |")
+        add("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for f in ge["figures"]:
+            for pair, (o, st) in ge["pairs"].items():
+                mo, ms = f["median"][o], f["median"][st]
+                add("| %s | %s | %s | %.0f %s | %.0f %s | %.2fx | %.2fx | %.0f%%, %.0f%% |" % (
+                    f["name"], im[o]["gevent"], im[st]["stock_version"], ms["rate"], f["unit"],
+                    mo["rate"], f["unit"], mo["rate"] / ms["rate"],
+                    mo["per_cpu"] / ms["per_cpu"] if ms["per_cpu"] else 0,
+                    100 * ms["server_cpu"], 100 * mo["server_cpu"]))
+        add("")
+        add("Each round's figures (%s): %s." % (
+            ", ".join("%s %s" % (f["name"].split(",")[0], f["unit"]) for f in ge["figures"]),
+            "; ".join("%s on gevent %s: %s" % (
+                im[w]["label"], im[w]["gevent"],
+                ", ".join(" / ".join("%.0f" % m["rate"] for m in f["runs"][w])
+                          for f in ge["figures"]))
+                for w in im)))
+        add("")
+
+    # 5. C
     add("## C core against Boost.Context")
     add("")
     add("![C switch and create costs against Boost.Context](%s/%s)" % (imgrel, files["c"]))
@@ -696,19 +895,34 @@ def markdown(data, files, imgrel):
 def summary(data):
     """The main figures on stdout."""
     rows = data["depth"]
-    log("switch cost against depth (ns): depth, stock, cgreenlet, cgreenlet/stock")
+    log("switch cost against depth (ns): depth, stock 2.0.2, stock 3.5.6, cgreenlet,"
+        " cgreenlet/2.0.2, cgreenlet/3.5.6")
     for x in rows:
         o, s = median(x["cgreenlet_ns"]), median(x["stock_ns"])
-        log("  %5d %12.1f %10.1f %10s" % (x["depth"], s, o, fmt_ratio(o / s)))
-    log("memory per parked greenlet (KiB): count, py stock, py cgreenlet, C cgreenlet, C boost")
+        p = median(x["pypi_ns"]) if x.get("pypi_ns") else float("nan")
+        log("  %5d %12.1f %12.1f %10.1f %10s %10s" % (x["depth"], s, p, o, fmt_ratio(o / s),
+                                                     fmt_ratio(o / p) if p == p else "-"))
+    log("memory per parked greenlet (KiB): count, py stock 2.0.2, py stock 3.5.6, py cgreenlet,"
+        " C cgreenlet, C boost")
     py = {x["count"]: x for x in data["py_rss"]}
     cr = {x["count"]: x for x in data["c_rss"]}
     for n in sorted(set(py) | set(cr)):
         cells = []
-        for src, keys in ((py, ("stock_kib", "cgreenlet_kib")), (cr, ("cgreenlet_kib", "boost_kib"))):
+        for src, keys in ((py, ("stock_kib", "pypi_kib", "cgreenlet_kib")),
+                          (cr, ("cgreenlet_kib", "boost_kib"))):
             for k in keys:
-                cells.append("%10.2f" % median(src[n][k]) if n in src else "%10s" % "-")
+                cells.append("%10.2f" % median(src[n][k]) if n in src and src[n].get(k)
+                             else "%10s" % "-")
         log("  %7s %s" % (fmt_count(n), " ".join(cells)))
+    ge = data.get("gevent")
+    if ge:
+        log("gevent: figure, gevent, stock, cgreenlet, cgreenlet/stock (throughput)")
+        for f in ge["figures"]:
+            for pair, (o, st) in ge["pairs"].items():
+                mo, ms = f["median"][o]["rate"], f["median"][st]["rate"]
+                log("  %-26s %-8s %8.0f (%s) %8.0f %6.2fx" % (
+                    f["name"], ge["impls"][o]["gevent"], ms, ge["impls"][st]["stock_version"],
+                    mo, mo / ms))
     log("C (ns): figure, cgreenlet, boost, ratio")
     for x in data["c_timed"]:
         c, b = median(x["cgreenlet_ns"]), median(x["boost_ns"])
@@ -781,7 +995,15 @@ def main():
         " (--quick)" if a.quick else ""))
     log("building into %s" % bd)
     build(bd, a.python)
-    r = Runner(bd, a.python, not a.no_pin)
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from scale_lib import stock_env
+    try:
+        pypi = stock_env(a.python, os.path.join(bd, "python"), prog="bench/report.py")
+    except RuntimeError as e:
+        die(str(e))
+    log("stock greenlet %s from PyPI in %s; gevent %s in %s" % (
+        pypi["version"], pypi["stock_dir"], pypi["gevent"], pypi["venv_python"]))
+    r = Runner(bd, a.python, not a.no_pin, pypi)
 
     cinfo = r.c_kv("bench_c", "info")
     binfo = r.c_kv("bench_boost", "info")
@@ -792,6 +1014,8 @@ def main():
             ("depth", "Python switch cost against C stack depth (cgreenlet/stock per depth)",
              bench_depth),
             ("py_rss", "Python memory per parked greenlet", bench_py_rss),
+            ("bench_python", "bench/bench_python.py (make bench-python)", bench_python_figs),
+            ("gevent", "bench/bench_gevent.py (make bench-gevent)", bench_gevent_figs),
             ("c_rss", "C memory per parked greenlet", bench_c_rss),
             ("c_timed", "C core against Boost.Context", bench_c_timed)):
         log(title + ":")
@@ -805,6 +1029,9 @@ def main():
     data["versions"] = {
         "stock": r.modinfo["stock"]["version"],
         "stock_path": os.path.dirname(os.path.dirname(r.modinfo["stock"]["file"])),
+        "pypi": r.modinfo["pypi"]["version"],
+        "pypi_path": os.path.dirname(os.path.dirname(r.modinfo["pypi"]["file"])),
+        "gevent": {w: i["gevent"] for w, i in data["gevent"]["impls"].items()},
         "cgreenlet": r.modinfo["cgreenlet"]["cgreenlet_version"],
         "cgreenlet_api": r.modinfo["cgreenlet"]["version"],
         "libcgreenlet": cinfo.get("version", "?"),

@@ -100,6 +100,30 @@ def check_greenlet(impl, build_dir, gevent_too=False, here="here", prog="scale")
     return "cgreenlet %s" % ours if ours else "greenlet %s (stock)" % greenlet.__version__
 
 
+def stock_env(python, module_dir=None, prog="bench"):
+    """Today's stock greenlet from PyPI beside this module, for python:
+    scripts/bench-env.sh makes (or keeps) build/bench-greenlet-VERSION-X.Y,
+    stock greenlet's wheel unpacked (PYTHONPATH chooses it, on python
+    itself), and build/bench-venv-X.Y, a venv on python with gevent 26 and
+    no greenlet (PYTHONPATH chooses this module or that stock one).  Returns
+    {"venv_python", "stock_dir", "version", "gevent"}; raises RuntimeError with the
+    script's output if it cannot (no wheel for python, offline and not
+    cached, ...)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [os.path.join(root, "scripts", "bench-env.sh"), "--quiet", python]
+    if module_dir:
+        cmd[2:2] = ["--module-dir", module_dir]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    last = (r.stdout.strip().splitlines() or [""])[-1].split()
+    if r.returncode != 0 or len(last) != 5 or last[0] != "bench-env:":
+        raise RuntimeError("%s: scripts/bench-env.sh %s failed (rc %d):\n%s" % (
+            prog, python, r.returncode, (r.stdout + r.stderr).strip()))
+    return {"venv_python": last[1], "stock_dir": last[2], "version": last[3],
+            "gevent": last[4]}
+
+
 CAP_SYS_RESOURCE = 24
 
 

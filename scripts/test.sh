@@ -26,8 +26,10 @@
 #   pyvalgrind  the module under Valgrind memcheck on Debian's 3.11
 #               (scripts/test-python-valgrind.sh: upstream suite, python/tests)
 #   stress      `bench/stress.py --quick`: the load command's checks pass
-#   benchreport `bench/report.py --quick` into a temporary directory: the
-#               report command works (no figure is checked)
+#   benchreport `bench/report.py --quick` into a temporary directory (with
+#               stock greenlet 3.5.6 and gevent 26.9 from the wheel cache,
+#               scripts/bench-env.sh): the report command works (no figure
+#               is checked)
 # Run a subset: scripts/test.sh native asan
 set -uo pipefail
 cd "$(dirname "$0")/.."
