@@ -704,8 +704,8 @@ def markdown(data, files, imgrel):
         " switches to it and back; the figure is the time per switch. Stock"
         " greenlet copies the parked greenlet's stack slice to the heap and back"
         " on every switch, so its cost grows with the depth. cgreenlet's module"
-        " gives every greenlet its own stack and only switches the stack"
-        " pointer.")
+        " runs greenlets on up to 128 shared stacks per thread (each on one of"
+        " its own until there are more) and only switches the stack pointer.")
     add("")
     if pypi:
         add("| depth | C stack held | stock %s | stock %s | cgreenlet | cgreenlet / %s |"
@@ -756,8 +756,10 @@ def markdown(data, files, imgrel):
         " resident memory after minus before (`/proc/self/statm`), divided by N."
         " Python: a greenlet running `main.switch()`, kept in a list; stock holds"
         " its saved C stack slice on the heap and its Python frames in a data-stack"
-        " chunk of its own, cgreenlet both in the touched pages of the greenlet's"
-        " own stack (the frames in the root chunk at its top). C: `bench_c rss N` against `bench_boost rss N fixed`"
+        " chunk of its own, cgreenlet both in the touched pages of the"
+        " shared stack it runs on, copied to an exact-size heap buffer when"
+        " another greenlet takes that stack (the frames in the root chunk at the"
+        " stack's top). C: `bench_c rss N` against `bench_boost rss N fixed`"
         " (`boost::context::fiber` on a 256 KiB `fixedsize_stack`: malloc'ed, no"
         " guard page; cgreenlet's stacks are `mmap`s with a guard).")
     add("")
