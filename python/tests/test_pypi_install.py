@@ -133,7 +133,8 @@ def _one_interpreter():
 
 
 # ---------------------------------------------------------------- venvs
-TIMINGS = []
+TIMINGS = []      # (venv name, step, seconds)
+VENVS_MADE = []
 
 
 def _base_env():
@@ -173,6 +174,7 @@ class Venv:
         purelib, platlib, self.version = json.loads(out)
         self.sites = {os.path.realpath(purelib), os.path.realpath(platlib)}
         self.pip_version = self.run("pip-version", ["-m", "pip", "--version"]).stdout.split()[1]
+        VENVS_MADE.append(self)
 
     def run(self, step, args, check=True, env=None, python_prefix=True, timeout=STEP_TIMEOUT):
         argv = ([self.python] if python_prefix else []) + list(args)
@@ -259,9 +261,17 @@ def _fresh_build_and_timings():
     os.makedirs(LOGS, exist_ok=True)
     yield
     with open(os.path.join(LOGS, "timings.txt"), "w") as f:
+        # a line per venv: its interpreter and pip, then the main steps
+        main = ("venv", "install-ours", "install-gevent", "one-liner", "install-r",
+                "install-sdist", "cache-download")
+        for v in VENVS_MADE:
+            steps = [(st, secs) for n, st, secs in TIMINGS if n == v.name]
+            f.write("%-14s python %-7s pip %-7s %5.1fs: %s\n" % (
+                v.name, v.version, v.pip_version, sum(x[1] for x in steps),
+                ", ".join("%s %.1fs" % x for x in steps if x[0] in main)))
+        f.write("total %.1fs\n\nevery step:\n" % sum(t[2] for t in TIMINGS))
         for name, step, secs in TIMINGS:
-            f.write("%-22s %-18s %6.1fs\n" % (name, step, secs))
-        f.write("%-22s %-18s %6.1fs\n" % ("total", "", sum(t[2] for t in TIMINGS)))
+            f.write("%-14s %-18s %6.1fs\n" % (name, step, secs))
 
 
 @pytest.fixture
