@@ -1,20 +1,55 @@
 """Build the drop-in `greenlet` package (greenlet._greenlet on libcgreenlet).
 
-    pip install --no-build-isolation .          # install it
+    pip install /path/to/cgreenlet              # install it (README: "Install
+                                                # it in place of greenlet")
     make python PYTHON=/usr/bin/python3         # in-tree, into build/python-X.Y
+
+The distribution is named `greenlet` and its version is the greenlet API
+version the module provides (`__version__` in python/greenlet/__init__.py,
+read here: one source), so that pip counts it as the `greenlet` that gevent,
+eventlet and SQLAlchemy require.
 
 The extension compiles libcgreenlet's sources itself (src/*.c and the
 context switch for the target ISA), so it has no run-time dependency.
 """
+import glob
+import hashlib
 import os
 import platform
+import re
+import sys
 import sysconfig
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 GDB_SCRIPT = "gdb/cgreenlet-gdb.py"
+
+
+def read_version():
+    with open(os.path.join(HERE, "python", "greenlet", "__init__.py")) as f:
+        m = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.M)
+    if m is None:
+        raise SystemExit("setup.py: no __version__ in python/greenlet/__init__.py")
+    return m.group(1)
+
+
+def default_build_base():
+    """build/setuptools/<tag>-<key>: where `pip install .` (an in-tree
+    build, pip >= 21.3) and a bare `setup.py build` build.  The key names
+    the interpreter (its version, headers and prefix) and the compiler
+    settings from the environment, so that a build for another interpreter
+    of the same ABI tag (Debian's 3.11 and pyenv's) or with other CFLAGS
+    never reuses these objects; within one key, `depends` below rebuilds
+    on any header change.  make python and the test scripts give
+    --build-base themselves."""
+    key = "\0".join([sys.version, sys.base_prefix, sysconfig.get_paths()["include"]] +
+                     ["%s=%s" % (v, os.environ.get(v, "")) for v in
+                      ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS", "LDSHARED")])
+    return os.path.join("build", "setuptools", "%s-%s" % (
+        sys.implementation.cache_tag, hashlib.sha256(key.encode()).hexdigest()[:12]))
 
 
 class BuildExt(build_ext):
@@ -56,8 +91,9 @@ else:
 
 setup(
     name="greenlet",
-    version="2.0.2",
-    description="greenlet 2.0.2 API on cgreenlet (libcgreenlet)",
+    version=read_version(),
+    description="greenlet 3.5's API (2.0.2's ABI) on cgreenlet (libcgreenlet)",
+    python_requires=">=3.9",
     packages=["greenlet"],
     package_dir={"": "python"},
     ext_modules=[
@@ -65,13 +101,8 @@ setup(
             "greenlet._greenlet",
             sources=sources,
             include_dirs=["include", "src", "python/src"],
-            depends=["include/cgreenlet.h", "src/context.h", "src/internal.h",
-                     "src/sanitizer.h", "src/stack.h", "src/fault.h", "python/src/pystate.h",
-                     "python/src/pystate_frames.h", "python/src/pystate_pyframes.h",
-                     "python/src/pystate_311.h", "python/src/pystate_39.h",
-                     "python/src/pystate_310.h", "python/src/pycompat.h",
-                     "python/src/pystate_312.h", "python/src/pystate_313.h",
-                     "python/src/module.h"],
+            depends=(["include/cgreenlet.h"] + sorted(glob.glob("src/*.h")) +
+                     sorted(glob.glob("python/src/*.h"))),
             define_macros=macros,
             extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Werror",
                                 "-Wno-missing-field-initializers",
@@ -79,5 +110,6 @@ setup(
         )
     ],
     cmdclass={"build_ext": BuildExt},
+    options={"build": {"build_base": default_build_base()}},
     zip_safe=False,
 )

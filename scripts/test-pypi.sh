@@ -26,6 +26,12 @@
 #      eventlet 0.41, SQLAlchemy 2.1 asyncio ORM on aiosqlite) and the
 #      existing gevent/eventlet integration tests, now on those versions.
 #      Every test checks that the `greenlet` it uses is this module.
+#   D. once (in the first venv's pytest): python/tests/test_pypi_install.py,
+#      `pip install` of this tree as the `greenlet` distribution in fresh
+#      venvs (build/pypi-install/), with build isolation, from the cache:
+#      before gevent (pip keeps it), after gevent (README's one-liner
+#      replaces PyPI's greenlet), a requirements file, an sdist.  Its
+#      seconds per step: build/test-pypi-logs/install/timings.txt.
 # then one table, and last "pypi: N passed, N failed, N skipped".
 #
 # Environment: CGREENLET_PYPI_PYTHONS, CGREENLET_PYPI_CACHE, CGREENLET_PYPI_OFFLINE=1
@@ -167,6 +173,36 @@ else
   echo "test-pypi.sh: no venv is ready (scripts/pypi-env.sh failed)"; any_fail=1
 fi
 
+# ---------------------------------------------------------------- D
+I_TXT=; I_SECS=0; I_RESULT=
+if [ -s "$LIST" ]; then
+  read -r _ _ _ I_VENV _ _ <"$LIST"
+  echo
+  echo "================================================================ install"
+  echo "== D. pip install of this tree as \`greenlet\`, fresh venvs: python/tests/test_pypi_install.py"
+  echo "   (pytest of ${I_VENV#"$ROOT"/}; log: ${LOG_DIR#"$ROOT"/}/install.log, pip's output in ${LOG_DIR#"$ROOT"/}/install/)"
+  start=$(date +%s)
+  rm -rf "$LOG_DIR/install"
+  (cd "$ROOT" && env -u PYTHONPATH -u PYTHONHOME -u CGREENLET_ALLOW_STOCK CGREENLET_PYPI_INSTALL_TEST=1 \
+     timeout -s ABRT --kill-after=10 "$PART_TIMEOUT" \
+     "$I_VENV/bin/python" -X faulthandler -m pytest python/tests/test_pypi_install.py -q -rfEsxX \
+       -p no:cacheprovider) >"$LOG_DIR/install.log" 2>&1
+  rc=$?
+  [ $rc -eq 124 ] && echo "   TIMEOUT after ${PART_TIMEOUT}s" | tee -a "$LOG_DIR/install.log"
+  if [ -f "$LOG_DIR/install/timings.txt" ]; then
+    echo "   seconds per venv (all its steps: main ones listed; install-* and one-liner build the module):"
+    sed -n '/^$/q; p' "$LOG_DIR/install/timings.txt" | sed 's/^/   /'
+  fi
+  grep -E '^(FAILED|ERROR|SKIPPED|XFAIL|XPASS) ' "$LOG_DIR/install.log" | cut -c1-240 | sed 's/^/   /'
+  tail -1 "$LOG_DIR/install.log" | sed 's/^/   /'
+  read -r i_p i_f i_s <<<"$(pytest_counts "$LOG_DIR/install.log" "$rc")"
+  I_SECS=$(( $(date +%s) - start ))
+  I_TXT="$i_p/$i_f/$i_s"
+  I_RESULT=ok
+  if [ $rc -ne 0 ] || [ "$i_p" -eq 0 ] || [ "$i_f" -ne 0 ]; then I_RESULT=FAIL; any_fail=1; fi
+  TP=$((TP + i_p)); TF=$((TF + i_f)); TS=$((TS + i_s))
+fi
+
 # ---------------------------------------------------------------- table
 echo
 echo "== pypi: greenlet $SDIST_VERSION's suite (passed/new failures/known failures/skipped) and"
@@ -177,6 +213,7 @@ for i in "${!R_XY[@]}"; do
   printf "$fmt" "${R_XY[$i]}" "${R_FULL[$i]}" "${R_VENV[$i]}" "${R_SUITE[$i]}" \
     "${R_CLIENTS[$i]}" "${R_SECS[$i]}" "${R_RESULT[$i]}"
 done
+[ -n "$I_RESULT" ] && printf "$fmt" install - fresh - "$I_TXT" "$I_SECS" "$I_RESULT"
 [ $env_rc -ne 0 ] && echo "(scripts/pypi-env.sh failed: see above)"
 echo "total: $(( $(date +%s) - T0 ))s (venvs and cache: ${T_ENV}s); $TK known failures of greenlet $SDIST_VERSION's suite (not counted below); logs: ${LOG_DIR#"$ROOT"/}"
 echo "pypi: $TP passed, $TF failed, $TS skipped"

@@ -1,12 +1,15 @@
 """greenlet: stackful micro-threads with explicit switching.
 
-This is cgreenlet's implementation of the greenlet 2.0.2 API: the same
-names, the same C API capsule and object layout, on libcgreenlet (greenlets
+This is cgreenlet's implementation of greenlet: it provides greenlet 3.5's
+Python API (its version below is the greenlet version it stands in for, so
+that pip counts it as the `greenlet` gevent requires) and is compatible with
+greenlet 2.0.2's ABI (the same C API capsule and object layout, which
+compiled users such as gevent use), on libcgreenlet (greenlets
 run on guarded stacks a thread keeps for them, one each while there are
 few, so a switch costs the same at any C stack depth; a parked greenlet
 beyond that costs the bytes it uses, copied aside).
 """
-__version__ = "2.0.2"
+__version__ = "3.5.6"
 
 from ._greenlet import _C_API  # noqa: F401  (compiled users import the capsule)
 from ._greenlet import GreenletExit
