@@ -81,7 +81,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions test-pypi pypi-env bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: bench-cross bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions test-pypi pypi-env bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -184,6 +184,11 @@ pypi-env:
 
 bench:
 	scripts/bench.sh
+
+# The core's switch on each cross ISA under qemu-user, as a ratio to the
+# ucontext back end on the same emulated CPU (docs/platforms.md).
+bench-cross:
+	scripts/bench-cross.sh
 
 # The Python module against stock greenlet, in the same run, same
 # interpreter: Debian's 2.0.2 and PyPI's 3.5.6 (scripts/bench-env.sh unpacks

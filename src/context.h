@@ -65,7 +65,18 @@ static inline void *greenlet__context_sp(const greenlet__context *ctx) {
   return (void *)ctx->uc.uc_mcontext.gregs[REG_RSP];
 #elif defined(__aarch64__)
   return (void *)ctx->uc.uc_mcontext.sp;
+#elif defined(__i386__)
+  return (void *)ctx->uc.uc_mcontext.gregs[REG_ESP];
+#elif defined(__arm__)
+  return (void *)ctx->uc.uc_mcontext.arm_sp;
+#elif defined(__powerpc64__)
+  return (void *)ctx->uc.uc_mcontext.gp_regs[1];
+#elif defined(__s390x__)
+  return (void *)ctx->uc.uc_mcontext.gregs[15];
+#elif defined(__riscv)
+  return (void *)ctx->uc.uc_mcontext.__gregs[2];
 #else
+  (void)ctx;
   return NULL;
 #endif
 }
