@@ -82,6 +82,6 @@ echo
 echo "qemu-user $(qemu-aarch64 --version | head -1 | awk '{print $3}') on $(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); medians of $REPS interleaved runs."
 echo "Emulated: only the ratio to ucontext on the same emulated CPU means anything (see the script's header)."
 echo
-echo "| ISA      | switch ns | ucontext | ratio   | create ns | ucontext | ratio   |"
+echo "| ISA (emulated) | switch ns | ucontext | ratio   | create ns | ucontext | ratio   |"
 echo "| ---      | ---:      | ---:     | ---:    | ---:      | ---:     | ---:    |"
 printf '%s\n' "${rows[@]}"
