@@ -8,9 +8,13 @@
 # Variables:
 #   CONTEXT=asm|ucontext   context switch back end (default: assembly)
 #   SAN=asan|tsan          sanitizer build (ASan includes UBSan)
-#   CROSS=aarch64-linux-gnu-   cross-compile prefix
+#   CROSS=aarch64-linux-gnu-   cross-compile prefix (also arm-linux-gnueabihf-,
+#                          i686-linux-gnu-, powerpc64le-linux-gnu-,
+#                          s390x-linux-gnu-, riscv64-linux-gnu-: see
+#                          scripts/test-cross.sh, docs/platforms.md)
 #   VALGRIND=1             Valgrind stack registration (default 1)
-#   FPU_SAVE=0             skip saving MXCSR/x87 CW on x86-64 switches
+#   FPU_SAVE=0             skip saving the FP control word(s) in the switch
+#                          (MXCSR/x87 CW, FPSCR, FPC, fcsr; docs/platforms.md)
 #   BUILD=dir              output directory (default derived from the above)
 #   PREFIX=/usr/local      install prefix
 
@@ -61,8 +65,11 @@ override LDFLAGS += $(SANFLAGS)
 LIB_SRCS := src/greenlet.c src/shared.c src/stack.c src/overflow.c src/fault.c
 # Only the target ISA's switch: an empty object from the other .S would lack
 # the target's GNU property note (BTI/PAC, CET) and turn it off for the .so.
+# TARGET_CPU is the triplet's first word, named as the .S files are
+# (i686 -> i386, powerpc64le -> ppc64le); docs/platforms.md lists the ISAs.
 TARGET_CPU := $(firstword $(subst -, ,$(shell $(CC) -dumpmachine)))
-ASM_SRCS := $(filter src/context_$(TARGET_CPU).S,src/context_x86_64.S src/context_aarch64.S)
+TARGET_CPU := $(patsubst i%86,i386,$(patsubst powerpc64le,ppc64le,$(TARGET_CPU)))
+ASM_SRCS := $(filter src/context_$(TARGET_CPU).S,$(wildcard src/context_*.S))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(ASM_SRCS:%.S=$(BUILD)/%.o)
 HDRS := include/cgreenlet.h $(wildcard src/*.h)
 
@@ -74,7 +81,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions test-pypi pypi-env bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: bench-cross bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions test-pypi pypi-env bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -104,11 +111,23 @@ $(BUILD)/examples/%: examples/%.c $(STATIC) include/cgreenlet.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDFLAGS)
 
 # The C test suite (Criterion).  Statically linked to the library so one
-# binary exercises exactly this variant.
+# binary exercises exactly this variant.  TEST_RUNNER=mini builds the same
+# sources against tests/minicriterion instead, for ISAs where Debian has no
+# Criterion (scripts/test-cross.sh).
+TEST_RUNNER ?= criterion
+ifeq ($(TEST_RUNNER),mini)
+TEST_RUNNER_SRCS := tests/minicriterion/runner.c
+TEST_RUNNER_FLAGS := -Itests/minicriterion
+TEST_RUNNER_LIBS :=
+else
+TEST_RUNNER_SRCS :=
+TEST_RUNNER_FLAGS :=
+TEST_RUNNER_LIBS := -lcriterion
+endif
 tests: $(TEST_BIN)
-$(TEST_BIN): $(TEST_SRCS) $(wildcard tests/*.h) $(STATIC)
+$(TEST_BIN): $(TEST_SRCS) $(TEST_RUNNER_SRCS) $(wildcard tests/*.h tests/minicriterion/*/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -D_GNU_SOURCE $(TEST_SRCS) -o $@ $(STATIC) $(LDFLAGS) -lcriterion -lm
+	$(CC) $(TEST_RUNNER_FLAGS) $(CPPFLAGS) $(CFLAGS) -D_GNU_SOURCE $(TEST_SRCS) $(TEST_RUNNER_SRCS) -o $@ $(STATIC) $(LDFLAGS) $(TEST_RUNNER_LIBS) -lm
 
 check: $(TEST_BIN)
 	$(TEST_BIN)
@@ -165,6 +184,11 @@ pypi-env:
 
 bench:
 	scripts/bench.sh
+
+# The core's switch on each cross ISA under qemu-user, as a ratio to the
+# ucontext back end on the same emulated CPU (docs/platforms.md).
+bench-cross:
+	scripts/bench-cross.sh
 
 # The Python module against stock greenlet, in the same run, same
 # interpreter: Debian's 2.0.2 and PyPI's 3.5.6 (scripts/bench-env.sh unpacks

@@ -9,6 +9,9 @@
 #   tsan        ThreadSanitizer over the thread tests
 #   valgrind    memcheck over the native suite
 #   aarch64     cross-built, run under qemu-user
+#   cross       i386, armhf, ppc64el, s390x and riscv64 cross-built with
+#               Debian's gcc cross compilers, the whole suite under
+#               qemu-user on each (scripts/test-cross.sh all; a table)
 #   examples    every example program (they check their own results)
 #   fuzz        libFuzzer over the C core with ASan + UBSan: tests/fuzz/corpus
 #               and a fixed-seed bounded run (scripts/fuzz.sh --bounded)
@@ -37,7 +40,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh build test || exit 1
 
 JOBS=${JOBS:-2}
-ALL=(native ucontext nofpu asan tsan valgrind aarch64 examples fuzz python pyversions pypi pyasan pyvalgrind stress benchreport)
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 cross examples fuzz python pyversions pypi pyasan pyvalgrind stress benchreport)
 STAGES=("${@:-${ALL[@]}}")
 declare -A RESULT TIME
 
@@ -102,6 +105,7 @@ stage_valgrind() {
   done
 }
 stage_aarch64()  { scripts/test-aarch64.sh; }
+stage_cross()    { scripts/test-cross.sh all; }
 stage_fuzz()     { scripts/fuzz.sh --bounded; }
 stage_examples() {
   make -s examples || return 1

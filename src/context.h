@@ -2,7 +2,8 @@
  * context.h - the machine context switch, one implementation per ISA.
  *
  * A context is what a suspended greenlet leaves behind.  With the assembly
- * back ends (context_x86_64.S, context_aarch64.S) it is a single stack
+ * back ends (context_<isa>.S: x86_64, aarch64, i386, arm, ppc64le, s390x,
+ * riscv64; docs/platforms.md) it is a single stack
  * pointer: the callee-saved registers are pushed on the suspended stack
  * itself, so a switch touches only the two stacks involved.  The portable
  * fallback (CONTEXT=ucontext at build time) uses getcontext/swapcontext; it
@@ -17,8 +18,14 @@
 
 #include <stddef.h>
 
-#if !defined(GREENLET_CONTEXT_UCONTEXT) && !defined(__x86_64__) && \
-    !defined(__aarch64__)
+/* The ISAs with an assembly switch (src/context_<isa>.S; docs/platforms.md
+ * says how to add one); anything else falls back to ucontext. */
+#if !defined(GREENLET_CONTEXT_UCONTEXT) && !defined(__x86_64__) &&            \
+    !defined(__aarch64__) && !defined(__i386__) &&                            \
+    !(defined(__arm__) && defined(__ARM_PCS_VFP)) &&                          \
+    !(defined(__powerpc64__) && defined(_CALL_ELF) && _CALL_ELF == 2) &&      \
+    !(defined(__s390x__)) &&                                                  \
+    !(defined(__riscv) && __riscv_xlen == 64 && defined(__riscv_float_abi_double))
 #define GREENLET_CONTEXT_UCONTEXT 1
 #endif
 
@@ -58,7 +65,18 @@ static inline void *greenlet__context_sp(const greenlet__context *ctx) {
   return (void *)ctx->uc.uc_mcontext.gregs[REG_RSP];
 #elif defined(__aarch64__)
   return (void *)ctx->uc.uc_mcontext.sp;
+#elif defined(__i386__)
+  return (void *)ctx->uc.uc_mcontext.gregs[REG_ESP];
+#elif defined(__arm__)
+  return (void *)ctx->uc.uc_mcontext.arm_sp;
+#elif defined(__powerpc64__)
+  return (void *)ctx->uc.uc_mcontext.gp_regs[1];
+#elif defined(__s390x__)
+  return (void *)ctx->uc.uc_mcontext.gregs[15];
+#elif defined(__riscv)
+  return (void *)ctx->uc.uc_mcontext.__gregs[2];
 #else
+  (void)ctx;
   return NULL;
 #endif
 }
@@ -96,8 +114,18 @@ static inline void *greenlet__context_sp(const greenlet__context *ctx) {
 
 #if defined(__x86_64__)
 #define GREENLET_CONTEXT_NAME "x86_64-sysv"
-#else
+#elif defined(__aarch64__)
 #define GREENLET_CONTEXT_NAME "aarch64-aapcs64"
+#elif defined(__i386__)
+#define GREENLET_CONTEXT_NAME "i386-sysv"
+#elif defined(__arm__)
+#define GREENLET_CONTEXT_NAME "arm-aapcs-vfp"
+#elif defined(__powerpc64__)
+#define GREENLET_CONTEXT_NAME "ppc64le-elfv2"
+#elif defined(__s390x__)
+#define GREENLET_CONTEXT_NAME "s390x-elf"
+#else
+#define GREENLET_CONTEXT_NAME "riscv64-lp64d"
 #endif
 #endif
 

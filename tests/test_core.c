@@ -762,9 +762,12 @@ Test(core, backtrace_stops_at_entry) {
   cr_assert_lt(I(v), 10, "backtrace inside a greenlet has %d frames", (int)I(v));
 }
 
-#if defined(__x86_64__) && !defined(GREENLET_NO_FPU_SAVE)
-/* Each greenlet keeps its own rounding mode (MXCSR/x87 CW are callee-saved
- * per the SysV ABI, and a switch is a call). */
+#if !defined(GREENLET_NO_FPU_SAVE) &&                                         \
+    (defined(__x86_64__) ||                                                    \
+     (!defined(GREENLET_CONTEXT_UCONTEXT) && !defined(__aarch64__)))
+/* Each greenlet keeps its own rounding mode (the ABIs make the FP control
+ * word callee-saved, and a switch is a call; the AArch64 switch leaves FPCR
+ * shared: docs/platforms.md). */
 static int set_rounding(greenlet_t *self, void *arg, void **result) {
   (void)arg;
   fesetround(FE_UPWARD);

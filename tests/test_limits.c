@@ -765,6 +765,9 @@ static int maplimit_child(void *arg) {
 Test(limits, mprotect_guards_hit_the_map_count_limit) {
   if (test_light())
     cr_skip_test("CGREENLET_TEST_LIGHT: tens of thousands of mappings");
+  if (test_qemu())
+    cr_skip_test("qemu-user: tens of thousands of mprotect calls take over "
+                 "10 minutes to emulate");
   long max = max_map_count();
   if (max <= 0 || max > MAPLIMIT_TRIES)
     cr_skip_test("vm.max_map_count is %ld: too high to reach in a test", max);

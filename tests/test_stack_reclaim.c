@@ -36,7 +36,12 @@
 #define MAPS_SLACK 64
 #endif
 
-static int reclaim_n(void) { return test_light() || test_qemu() ? LIGHT_N : FULL_N; }
+#define SMALL_AS_N 300 /* 32-bit ISAs: 2.4 GiB of a 4 GiB address space */
+
+static int reclaim_n(void) {
+  int n = test_light() || test_qemu() ? LIGHT_N : FULL_N;
+  return sizeof(void *) < 8 && n > SMALL_AS_N ? SMALL_AS_N : n;
+}
 
 /* A /proc/self/status field in kB (-1 if absent). */
 static long status_kb(const char *key) {

@@ -732,9 +732,12 @@ Test(threads, thread_exit_releases_stack_address_space) {
   long vm_after = (vm_size_bytes() / 1024), maps_after = map_count();
   long grown = s.vm_parked_kib - vm_before;
   long want = (long)(AS_GREENLETS * (AS_STACK / 1024)) * 9 / 10;
-  cr_assert_geq(grown, want,
-                "VmSize grew only %ld KiB with %d parked %zu MiB stacks", grown,
-                AS_GREENLETS, AS_STACK >> 20);
+  /* qemu-user reserves a 32-bit guest's whole 4 GiB up front: its VmSize
+   * does not grow (the mapping count below still checks the unmapping). */
+  if (!(under_qemu() && sizeof(void *) < 8))
+    cr_assert_geq(grown, want,
+                  "VmSize grew only %ld KiB with %d parked %zu MiB stacks",
+                  grown, AS_GREENLETS, AS_STACK >> 20);
   /* Tolerance: a few MiB (a cached thread stack, heap growth).  Under
    * qemu-user VmSize is the emulator's, and its own per-thread memory may
    * stay after the thread (66 MiB once, the size of a malloc arena): there

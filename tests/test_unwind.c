@@ -22,7 +22,8 @@ static int raise_inside(greenlet_t *self, void *arg, void **result) {
   (void)arg;
   static struct _Unwind_Exception exc;
   memset(&exc, 0, sizeof exc);
-  exc.exception_class = 0x43475245454e4c54ull; /* "CGREENLT" */
+  /* A uint64 on most ISAs, char[8] on ARM EHABI. */
+  memcpy(&exc.exception_class, "CGREENLT", sizeof exc.exception_class);
   exc.exception_cleanup = cleanup;
   /* Returns only if no handler was found: at the end of the stack. */
   *result = P(_Unwind_RaiseException(&exc));
@@ -52,7 +53,14 @@ static int count_frames(greenlet_t *self, void *arg, void **result) {
   (void)arg;
   int n = 0;
   _Unwind_Reason_Code rc = _Unwind_Backtrace(count_frame, &n);
-  *result = P(rc == _URC_END_OF_STACK ? n : -1);
+#if defined(__arm__)
+  /* ARM EHABI's unwinder ends with _URC_FAILURE at a "cannot unwind" entry
+   * (the trampoline's, or _start's on a plain thread). */
+  int ended = rc == _URC_END_OF_STACK || rc == _URC_FAILURE;
+#else
+  int ended = rc == _URC_END_OF_STACK;
+#endif
+  *result = P(ended ? n : -1);
   return GREENLET_OK;
 }
 
