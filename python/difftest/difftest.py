@@ -473,6 +473,9 @@ def do(t, s):
         g = slot(a[0])
         if g is None:
             return None
+        # (bool first: reading dead changes it for a greenlet left
+        # suspended by its thread's exit, in stock greenlet and here.)
+        b = bool(g)
         # (A greenlet whose thread exited keeps showing its frames here;
         # stock greenlet shows None: docs/python.md.)
         try:
@@ -483,7 +486,7 @@ def do(t, s):
             cx = g.gr_context is None
         except Exception as e:
             cx = err(e)
-        rec("query", name(g), bool(g), g.dead, name(g.parent), fr,
+        rec("query", name(g), b, g.dead, name(g.parent), fr,
             g is getcurrent(), cx)
     elif op == "grabcur":
         P.tbl[a[0]] = getcurrent()

@@ -94,6 +94,7 @@ static void cg_thread_dealloc(cg_thread *th) {
       if (!i->dead_frame)
         PyErr_Clear();
       cg_pystate_orphan(&i->st);
+      i->orphan = 1;
     }
     i->st.cframe = NULL;
     i->thread = NULL;

@@ -255,7 +255,11 @@ static void green_dealloc(PyGreenlet *self) {
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int green_bool(PyGreenlet *self) { return g_active(self->pimpl); }
+/* (A greenlet suspended when its thread exited stays true for stock
+ * greenlet until `dead` or its repr is read: see seen_dead.) */
+static int green_bool(PyGreenlet *self) {
+  return g_active(self->pimpl) || self->pimpl->orphan == 1;
+}
 
 static PyObject *green_getdict(PyGreenlet *self, void *c) {
   (void)c;
@@ -281,7 +285,7 @@ static int green_setdict(PyGreenlet *self, PyObject *val, void *c) {
 static PyObject *green_getrun(PyGreenlet *self, void *c) {
   (void)c;
   cg_impl *i = self->pimpl;
-  if (g_started(i) || !i->run) {
+  if ((g_started(i) && !forgot_start(i)) || !i->run) {
     PyErr_SetObject(PyExc_AttributeError, cg_str_run);
     return NULL;
   }
@@ -296,7 +300,7 @@ int cg_green_setrun(PyGreenlet *self, PyObject *value, void *c) {
                     "Main greenlets do not have a run attribute.");
     return -1;
   }
-  if (g_started(i)) {
+  if (g_started(i) && !forgot_start(i)) {
     PyErr_SetString(PyExc_AttributeError,
                     "run cannot be set after the start of the greenlet");
     return -1;
@@ -344,7 +348,7 @@ int cg_green_setparent(PyGreenlet *self, PyObject *value, void *c) {
   while (rs->pimpl->parent)
     rs = rs->pimpl->parent;
   int same_thread = rp == rs;
-  if (!same_thread && g_started(i)) {
+  if (!same_thread && g_started(i) && !forgot_start(i)) {
     PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
     return -1;
   }
@@ -434,8 +438,18 @@ static PyObject *green_getframe(PyGreenlet *self, void *c) {
   return cg_pystate_frame(&i->st, th->tstate);
 }
 
+/* Stock greenlet, asked whether a greenlet suspended in a thread that has
+ * exited is dead (or for its repr), throws that greenlet's stack state
+ * away: from then on it counts as never started when run or parent is set
+ * (and as dead otherwise).  So does this module. */
+static void seen_dead(cg_impl *i) {
+  if (i->orphan == 1)
+    i->orphan = 2;
+}
+
 static PyObject *green_getdead(PyGreenlet *self, void *c) {
   (void)c;
+  seen_dead(self->pimpl);
   return PyBool_FromLong(g_dead(self->pimpl));
 }
 
@@ -452,6 +466,7 @@ static PyObject *green_get_stack_saved(PyGreenlet *self, void *c) {
 static PyObject *green_repr(PyGreenlet *self) {
   cg_impl *i = self->pimpl;
   const char *tp = Py_TYPE(self)->tp_name;
+  seen_dead(i);
   if (g_active(i) || (i->is_main && !i->thread_gone))
     return PyUnicode_FromFormat(
         "<%s object at %p (otid=%p)%s active started%s>", tp, self, i->thread,
