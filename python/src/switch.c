@@ -395,12 +395,13 @@ int cg_ensure_core(cg_thread *th, PyGreenlet *g) {
 
 /*
  * Makes the core parent links of g's chain follow the Python ones, as far
- * as both ends are this thread's and have a core.  A parent set from
- * another thread changes only the Python link (the core belongs to its
- * thread), and a stale core link can make a valid reparenting look cyclic
- * to the core (cg_kill_in_place).  A link that cannot be set yet (its
- * stale ancestors form the cycle) is retried once those above it are
- * fixed.
+ * as both ends are this thread's.  A parent set from another thread changes
+ * only the Python link (the core belongs to its thread), and a stale core
+ * link can make a valid reparenting look cyclic to the core
+ * (cg_kill_in_place).  An unstarted parent that will start here gets its
+ * core now (as a finishing child would give it one).  A link that cannot
+ * be set yet (its stale ancestors form the cycle) is retried once those
+ * above it are fixed.
  */
 static void sync_core_chain(cg_thread *th, PyGreenlet *g) {
   int changed, failed;
@@ -408,8 +409,12 @@ static void sync_core_chain(cg_thread *th, PyGreenlet *g) {
     changed = failed = 0;
     for (PyGreenlet *q = g; q && q->pimpl->parent; q = q->pimpl->parent) {
       cg_impl *qi = q->pimpl, *pi = qi->parent->pimpl;
-      if (!qi->core || qi->thread != th || qi->thread_gone || !pi->core ||
-          pi->thread != th || greenlet_parent(qi->core) == pi->core)
+      if (!qi->core || qi->thread != th || qi->thread_gone)
+        continue;
+      if (!pi->core && !pi->is_main && !pi->thread_gone &&
+          chain_thread(qi->parent) == th && cg_ensure_core(th, qi->parent) < 0)
+        PyErr_Clear();
+      if (!pi->core || pi->thread != th || greenlet_parent(qi->core) == pi->core)
         continue;
       if (greenlet_set_parent(qi->core, pi->core) == 0)
         changed = 1;
