@@ -789,17 +789,28 @@ def first_difference(a, b):
     return min(len(a), len(b))
 
 
-def report(out_dir, name, steps, build_dir, ref, do_shrink=True):
-    small = shrink(steps, build_dir, ref) if do_shrink else steps
-    _, a, b = diverges(small, build_dir, ref)
+def report(out_dir, name, steps, build_dir, ref, do_shrink=True, seen=None):
+    """Writes a diverging program (shrunk) to out_dir.  seen: the traces
+    (reference's, ours) of the run that diverged: kept in the file, and
+    what it shows, if a rerun no longer diverges (a flaky divergence)."""
+    rerun = diverges(steps, build_dir, ref)[0]
+    small = shrink(steps, build_dir, ref) if do_shrink and rerun else steps
+    d, a, b = diverges(small, build_dir, ref)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name + ".json")
+    data = {"steps": small, "original_steps": len(steps), "ref": ref,
+            "stock": a, "ours": b}
+    if seen is not None:
+        data["seen"] = {"stock": seen[0], "ours": seen[1]}
+        if not rerun:
+            a, b = seen
     with open(path, "w") as f:
-        json.dump({"steps": small, "original_steps": len(steps), "ref": ref,
-                   "stock": a, "ours": b}, f, indent=1)
+        json.dump(data, f, indent=1)
     i = first_difference(a, b)
-    print("DIVERGES from %s: %s (%d steps, shrunk from %d) -> %s"
-          % (ref, name, len(small), len(steps), path))
+    print("DIVERGES from %s: %s (%d steps, shrunk from %d)%s -> %s"
+          % (ref, name, len(small), len(steps),
+             "" if rerun else " NOT REPRODUCED on a rerun (flaky; the traces seen are in the file)",
+             path))
     print("  first difference at trace item %d:" % i)
     print("    stock: %s" % (a[i] if i < len(a) else "<end>"))
     print("    ours : %s" % (b[i] if i < len(b) else "<end>"))
@@ -828,10 +839,10 @@ def compare(seed_base, count, build_dir, refs, out_dir, shrink_max, chunk=250):
             stats["trace_items"] += len(t["ours"][i])
             for r in refs:
                 if not same(t[r][i], t["ours"][i], r):
-                    bad.append((r, i, steps))
-    for n, (r, i, steps) in enumerate(bad):
+                    bad.append((r, i, steps, (t[r][i], t["ours"][i])))
+    for n, (r, i, steps, seen) in enumerate(bad):
         report(out_dir, "seed-%s-%d-vs%s" % (seed_base, i, r), steps, build_dir, r,
-               do_shrink=n < shrink_max)
+               do_shrink=n < shrink_max, seen=seen)
     return bad, stats
 
 

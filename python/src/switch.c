@@ -249,6 +249,8 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
   return result;
 }
 
+static void sync_core_chain(cg_thread *th, PyGreenlet *g);
+
 /*
  * The body of every Python greenlet, on its own stack: fresh interpreter
  * state, run(*args, **kwargs), and the outcome into the slots for the
@@ -321,6 +323,11 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
     else
       PyErr_Clear();
   }
+  /* And above it: an error passes through unstarted ancestors (each dies
+   * unrun), on the core's links, which a parent set from another thread
+   * did not change. */
+  if (t && t->pimpl->core && t->pimpl->thread == th)
+    sync_core_chain(th, t);
   /* The outcome starts an unstarted ancestor: its run is looked up here,
    * where Python code may run.  If that fails, the error goes past it to
    * its parent and it stays unstarted (as stock greenlet does). */
