@@ -187,6 +187,11 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
       slots_clear(th);
       return NULL;
     }
+    /* (A parent set from another thread may have no core yet.) */
+    if (p && cg_ensure_core(th, p) < 0) {
+      slots_clear(th);
+      return NULL;
+    }
     if (p && greenlet_parent(t->pimpl->core) != p->pimpl->core &&
         greenlet_set_parent(t->pimpl->core, p->pimpl->core) != 0) {
       slots_clear(th);
