@@ -578,6 +578,13 @@ PyObject *cg_green_throw(PyGreenlet *self, PyObject *args) {
     /* Nothing (left) to exit: it passes on as the greenlet's return value,
      * like a GreenletExit escaping run; an unstarted one dies unrun. */
     if (unstarted) {
+      /* It would start in the thread of its parent's chain (which a parent
+       * set from another thread may have moved away from its core's). */
+      PyGreenlet *p = self->pimpl->parent;
+      if (p && check_start_thread(th, p) < 0) {
+        slots_clear(th);
+        return NULL;
+      }
       PyObject *run = PyObject_GetAttr((PyObject *)self, cg_str_run);
       if (!run || cg_ensure_core(th, self) < 0) {
         Py_XDECREF(run);
