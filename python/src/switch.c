@@ -119,10 +119,11 @@ PyObject *cg_core_error(int rc) {
 }
 
 /* The thread an unstarted greenlet will start in, as stock greenlet decides
- * it: that of the root of its parent chain (NULL if that thread is gone). */
+ * it: that of the first started greenlet of its parent chain (NULL if that
+ * thread is gone).  An unstarted one may have a core already (a child's
+ * start needed it): its parent, set from another thread since, decides. */
 static cg_thread *chain_thread(PyGreenlet *g) {
-  while (!g->pimpl->core && !g->pimpl->is_main && !g->pimpl->thread_gone &&
-         g->pimpl->parent)
+  while (!g_started(g->pimpl) && g->pimpl->parent)
     g = g->pimpl->parent;
   return g->pimpl->thread_gone ? NULL : g->pimpl->thread;
 }
@@ -152,6 +153,8 @@ int cg_check_thread(cg_thread *th, PyGreenlet *target) {
     return 0;
   return thread_error(i->thread_gone || !i->thread);
 }
+
+static void sync_core_chain(cg_thread *th, PyGreenlet *g);
 
 /*
  * Switches to target with what is in the slots (status GREENLET_OK: a value,
@@ -198,6 +201,10 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
       return NULL;
     }
+    /* An error thrown in passes on the core's links, through unstarted
+     * and dead ancestors: they must follow the Python ones. */
+    if (status == GREENLET_ERROR)
+      sync_core_chain(th, t);
   }
   if (t->pimpl->thread != th) {
     slots_clear(th);
@@ -253,8 +260,6 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
   Py_XDECREF(origin);
   return result;
 }
-
-static void sync_core_chain(cg_thread *th, PyGreenlet *g);
 
 /*
  * The body of every Python greenlet, on its own stack: fresh interpreter
