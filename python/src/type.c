@@ -340,13 +340,19 @@ int cg_green_setparent(PyGreenlet *self, PyObject *value, void *c) {
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
       return -1;
     }
-  /* Same thread: the chains end in the same main greenlet (p may not have
-   * started; the thread may have exited), as stock greenlet decides it. */
+  /* Same thread, as stock greenlet decides it: p's chain ends in the main
+   * greenlet of the thread a started greenlet runs in (its own chain may
+   * lead elsewhere: a parent set from another thread), or, unstarted, in
+   * the same main greenlet as its chain (p may not have started; the
+   * thread may have exited). */
   PyGreenlet *rp = p, *rs = self;
   while (rp->pimpl->parent)
     rp = rp->pimpl->parent;
-  while (rs->pimpl->parent)
-    rs = rs->pimpl->parent;
+  if (g_started(i) && i->thread && !i->thread_gone)
+    rs = i->thread->main;
+  else
+    while (rs->pimpl->parent)
+      rs = rs->pimpl->parent;
   int same_thread = rp == rs;
   if (!same_thread && g_started(i) && !forgot_start(i)) {
     PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
