@@ -261,14 +261,18 @@ stress: python
 	scripts/deps.sh python
 	$(PYTHON) bench/stress.py --python $(PYTHON) --build-dir build/python-$(PYVER) $(STRESS_ARGS)
 
-# Differential testing against Debian's stock greenlet: a fixed-seed batch
-# (python/tests runs it too), or an open-ended soak writing shrunk
-# reproducers of any divergence to build/difftest.
+# Differential testing against stock greenlet: Debian's 2.0.2 and PyPI's
+# 3.5.6 (pinned; a venv under build/ from the PyPI cache, made on first
+# use). A fixed-seed batch against both (python/tests runs it too), or an
+# open-ended soak against DIFFTEST_REF (3.5.6 unless given; 2.0.2, or
+# "all") writing shrunk reproducers of any divergence to build/difftest.
+DIFFTEST_REF ?= all
 difftest: python
-	$(PYTHON) python/difftest/difftest.py batch --build-dir build/python-$(PYVER)
+	$(PYTHON) python/difftest/difftest.py batch --ref $(DIFFTEST_REF) --build-dir build/python-$(PYVER)
 DIFFTEST_SECONDS ?= 600
+DIFFTEST_SOAK_REF ?= 3.5.6
 difftest-soak: python
-	$(PYTHON) python/difftest/difftest.py soak --seconds $(DIFFTEST_SECONDS) --build-dir build/python-$(PYVER)
+	$(PYTHON) python/difftest/difftest.py soak --ref $(DIFFTEST_SOAK_REF) --seconds $(DIFFTEST_SECONDS) --build-dir build/python-$(PYVER)
 
 demo:
 	scripts/demo.sh

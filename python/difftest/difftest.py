@@ -1,16 +1,37 @@
 #!/usr/bin/env python3
-"""Differential testing: random greenlet programs run under Debian's stock
-greenlet 2.0.2 and under cgreenlet's module, in separate processes, and
+"""Differential testing: random greenlet programs run under a stock greenlet
+(the reference) and under cgreenlet's module, in separate processes, and
 their observable traces compared.
 
-    difftest.py batch [--seed 1] [--count 2000] [--build-dir DIR] [--out DIR]
-    difftest.py soak [--seconds 600] [--build-dir DIR] [--out DIR]
-    difftest.py replay FILE [--build-dir DIR]      (one program, both traces)
+    difftest.py batch [--seed 1] [--count 2000] [--ref REFS] [--build-dir DIR] [--out DIR]
+    difftest.py soak [--seconds 600] [--ref REFS] [--build-dir DIR] [--out DIR]
+    difftest.py replay FILE [--ref REFS] [--build-dir DIR]  (one program, every trace)
+    difftest.py refenv [--ref REFS]                  (make the references, print them)
+    difftest.py record FILE OUT --note TEXT [--ref REFS]
+                     (a fixed divergence into python/difftest/regressions: its
+                      steps, the references it must match (default: all),
+                      what was wrong, and every trace; fails unless each
+                      reference gives ours)
+
+References (--ref, a comma-separated list; "all" is every one):
+  2.0.2  Debian's python3-greenlet, in /usr/bin/python3
+  3.5.6  greenlet 3.5.6 from PyPI (today's stock), in a venv of
+         /usr/bin/python3, build/difftest-ref-3.5.6: made on first use from
+         the wheel in the PyPI cache (CGREENLET_PYPI_CACHE, default
+         ~/.cache/cgreenlet-pypi; `pip download` fetches it there if it is
+         missing, unless CGREENLET_PYPI_OFFLINE=1); kept while its stamp
+         matches, so reruns touch no network.
+Where the two disagree this module follows 3.x (docs/python.md).  A
+program's trace must match each reference asked for, up to a known stock bug
+(stock_bug_at) and, against 2.0.2, up to the 3.x behaviours this module
+follows where 2.0.2 differs (THREE_X_CHOICES).
 
 `batch` runs a fixed-seed set of programs (the test suite runs it) and exits
-1 if any diverges; `soak` runs fresh seeds until the time is up.  Both write
-each diverging program, shrunk to a minimal reproducer, to --out
-(build/difftest by default) as JSON, with both traces; `replay` reruns one.
+1 if any diverges from any reference; `soak` runs fresh seeds until the time
+is up.  Both write each diverging program, shrunk to a minimal reproducer,
+to --out (build/difftest by default) as JSON, with the reference's trace and
+ours; `replay` reruns one against the references the file names ("refs",
+else "ref", else 2.0.2) or --ref, and exits 1 if any differs.
 
 A program is a list of steps [thread, op, args...], run in lock step: a step
 is executed by whichever greenlet is current in its thread, so switches
@@ -19,14 +40,16 @@ interpreter loop (`body`); only one thread runs at a time, so traces are
 deterministic.  What is compared: each step's outcome (values returned,
 exception type and message), greenlets starting and exiting, tracing
 events, states seen by queries.  What is not: ids, addresses, _stack_saved,
-timings.  Known, documented differences are avoided by construction:
-programs never build a reference cycle through a suspended greenlet (stock
-never collects those; cgreenlet does, docs/python.md).
+timings.  Known, documented differences are avoided: programs do build
+reference cycles through suspended greenlets, which stock never collects
+and cgreenlet does (docs/python.md), so the executor of ours drops the
+module's gc.callbacks entry, which gives stock's behaviour.
 """
 import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -35,6 +58,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 STOCK_PYTHON = "/usr/bin/python3"
+REFS = ("2.0.2", "3.5.6")   # the references, oldest first
 SLOTS = 6          # greenlet table size
 THREADS = 3        # thread 0 is the main thread
 STEP_TIMEOUT = 5  # seconds per program before the executor gives up
@@ -108,19 +132,124 @@ def gen_program(rng):
     return steps
 
 
+# ---------------------------------------------------------------- references
+
+def _venv_python(venv):
+    return os.path.join(venv, "bin", "python")
+
+
+def _ref_python_pypi(version, log):
+    """The venv of STOCK_PYTHON with greenlet==version from PyPI (pinned),
+    made or kept; its python."""
+    import fcntl
+    import hashlib
+    venv = os.path.join(ROOT, "build", "difftest-ref-" + version)
+    cache = os.path.realpath(os.environ.get("CGREENLET_PYPI_CACHE")
+                             or os.path.expanduser("~/.cache/cgreenlet-pypi"))
+    if (cache + os.sep).startswith(ROOT + os.sep):
+        raise SystemExit("difftest: the PyPI cache (%s) must be outside the clone" % cache)
+    py = _venv_python(venv)
+    real = os.path.realpath(STOCK_PYTHON)
+    stamp = "greenlet==%s python=%s %s" % (
+        version, real, hashlib.sha256(open(real, "rb").read()).hexdigest()[:16])
+    stamp_file = os.path.join(venv, ".difftest-stamp")
+    os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+    with open(os.path.join(ROOT, "build", ".difftest-ref.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if open(stamp_file).read() == stamp and os.path.exists(py):
+                return py
+        except OSError:
+            pass
+        log("difftest: making the %s reference: %s" % (version, os.path.relpath(venv, ROOT)))
+        import shutil
+        shutil.rmtree(venv, ignore_errors=True)
+        env = dict(os.environ)
+        for k in ("PYTHONPATH", "PYTHONHOME"):
+            env.pop(k, None)
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+
+        def run(*cmd):
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/")
+            return p.returncode == 0, (p.stdout + p.stderr).strip()
+
+        ok, out = run(STOCK_PYTHON, "-m", "venv", venv)
+        if not ok:
+            raise SystemExit("difftest: python -m venv failed:\n" + out)
+        req = "greenlet==" + version
+        install = (py, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                   "--only-binary", ":all:", "--find-links", cache, req)
+        ok, out = run(*install)
+        if ok:
+            log("difftest:   cache: complete, nothing downloaded (%s)" % cache)
+        else:
+            if os.environ.get("CGREENLET_PYPI_OFFLINE") == "1":
+                raise SystemExit("difftest: %s is not in %s and CGREENLET_PYPI_OFFLINE=1:\n%s"
+                                 % (req, cache, out))
+            os.makedirs(cache, exist_ok=True)
+            log("difftest:   cache: no wheel, pip download %s into %s" % (req, cache))
+            ok, out = run(py, "-m", "pip", "download", "-q", "--no-deps",
+                          "--only-binary", ":all:", "-d", cache, req)
+            if not ok:
+                raise SystemExit("difftest: pip download %s failed:\n%s" % (req, out))
+            ok, out = run(*install)
+            if not ok:
+                raise SystemExit("difftest: installing %s failed:\n%s" % (req, out))
+        ok, out = run(py, "-c", "import greenlet, greenlet._greenlet as m; "
+                      "print(greenlet.__version__, hasattr(m, '_cgreenlet_version'))")
+        if not ok or out.split() != [version, "False"]:
+            raise SystemExit("difftest: the %s reference imports the wrong greenlet: %s"
+                             % (version, out))
+        with open(stamp_file, "w") as f:
+            f.write(stamp)
+        return py
+
+
+def ref_python(ref, log=lambda msg: print(msg, file=sys.stderr, flush=True)):
+    """The interpreter whose `import greenlet` is reference ref."""
+    if ref == "2.0.2":
+        if not os.path.isdir("/usr/lib/python3/dist-packages/greenlet"):
+            raise SystemExit("difftest: the 2.0.2 reference is Debian's python3-greenlet "
+                             "(apt-get install python3-greenlet)")
+        return STOCK_PYTHON
+    if ref == "3.5.6":
+        return _ref_python_pypi(ref, log)
+    raise SystemExit("difftest: no reference %r (have %s)" % (ref, ", ".join(REFS)))
+
+
+def parse_refs(text):
+    refs = list(REFS) if text == "all" else [r.strip() for r in text.split(",") if r.strip()]
+    for r in refs:
+        if r not in REFS:
+            raise SystemExit("difftest: no reference %r (have %s, all)" % (r, ", ".join(REFS)))
+    return refs
+
+
 # ---------------------------------------------------------------- executor
 
 EXECUTOR = r'''
-import gc, json, os, sys, threading, time, faulthandler
+import gc, json, os, re, sys, threading, time, faulthandler
 impl, build_dir, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 if impl == "ours":
     sys.path.insert(0, build_dir)
 import greenlet
 from greenlet import greenlet as G, getcurrent, GreenletExit
 mine = getattr(greenlet._greenlet, "_cgreenlet_version", None) is not None
-if mine != (impl == "ours"):
-    sys.stderr.write("difftest: wanted %s greenlet, imported %s\n" % (impl, greenlet.__file__))
+if mine != (impl == "ours") or (not mine and greenlet.__version__ != impl):
+    sys.stderr.write("difftest: wanted greenlet %s, imported %s %s\n"
+                     % (impl, greenlet.__version__, greenlet.__file__))
     sys.exit(3)
+if mine:
+    # Stock greenlet never collects a cycle through suspended greenlets;
+    # this module does, in the full collections that show their frames
+    # (docs/python.md), which ones depending on when automatic collections
+    # ran: a matter of timing.  Programs do make such cycles (a greenlet
+    # suspended in a switch to another one that is suspended in a switch to
+    # its parent holds it in a frame), so they get stock's behaviour here:
+    # without the module's gc.callbacks entry, the frames are never shown.
+    gc.callbacks[:] = [c for c in gc.callbacks
+                       if getattr(c, "__name__", "") != "_cgreenlet_gc_callback"]
+    assert not any("cgreenlet" in repr(c) for c in gc.callbacks)
 
 class UserError(Exception):
     pass
@@ -160,12 +289,9 @@ def fmt(v):
     return repr(v)
 
 def err(e):
-    msg = str(e)
-    # greenlet 3.x's cross-thread error names both threads' main greenlets
-    # (addresses differ from run to run; 2.0.2 says only the first words).
-    if msg.startswith("Cannot switch to a different thread\n"):
-        msg = "cannot switch to a different thread"
-    return "!%s: %s" % (type(e).__name__, msg)
+    # (Addresses, as in a greenlet's repr inside 3.x's cross-thread error,
+    # differ from run to run.)
+    return "!%s: %s" % (type(e).__name__, re.sub(r"0x[0-9a-fA-F]+", "0x?", str(e)))
 
 def rec(*item):
     P.trace.append([fmt(x) if not isinstance(x, str) else x for x in item])
@@ -359,6 +485,9 @@ def do(t, s):
         g = slot(a[0])
         if g is None:
             return None
+        # (bool first: reading dead changes it for a greenlet left
+        # suspended by its thread's exit, in stock greenlet and here.)
+        b = bool(g)
         # (A greenlet whose thread exited keeps showing its frames here;
         # stock greenlet shows None: docs/python.md.)
         try:
@@ -369,7 +498,7 @@ def do(t, s):
             cx = g.gr_context is None
         except Exception as e:
             cx = err(e)
-        rec("query", name(g), bool(g), g.dead, name(g.parent), fr,
+        rec("query", name(g), b, g.dead, name(g.parent), fr,
             g is getcurrent(), cx)
     elif op == "grabcur":
         P.tbl[a[0]] = getcurrent()
@@ -501,13 +630,15 @@ for line in sys.stdin:
 
 
 def executor_cmd(impl, build_dir):
-    py = STOCK_PYTHON
+    """impl: "ours" or a reference."""
+    py = STOCK_PYTHON if impl == "ours" else ref_python(impl)
     return [py, "-X", "faulthandler", "-c", EXECUTOR, impl, build_dir or "",
             str(STEP_TIMEOUT)]
 
 
 def run_batch(impl, build_dir, programs):
-    """Traces of programs (list of (id, steps)) under impl: {id: trace}.
+    """Traces of programs (list of (id, steps)) under impl ("ours" or a
+    reference): {id: trace}.
     A crash or hang ends its process; the program it was in gets a CRASH
     trace and the rest go on in a fresh process."""
     out = {}
@@ -547,11 +678,11 @@ def stock_bug_at(trace):
     is wrong, else None.
 
     A greenlet that ends by GreenletExit passes the exception object on as
-    its result; an unstarted parent starts with it.  Stock 2.0.2 hands the
-    exception object itself to run(*args) as if it were the argument tuple,
-    reading its fields as a tuple's (undefined behaviour: run gets no
-    arguments, and reference counts go wrong after).  Here run gets (exc,).
-    Pinned by python/tests/test_differential.py."""
+    its result; an unstarted parent starts with it.  Stock greenlet (2.0.2
+    and 3.5.6 alike) hands the exception object itself to run(*args) as if
+    it were the argument tuple, reading its fields as a tuple's (undefined
+    behaviour: run gets no arguments, and reference counts go wrong after).
+    Here run gets (exc,).  Pinned by python/tests/test_differential.py."""
     for k, item in enumerate(trace):
         if (item[0] == "start" and item[2].startswith("(GreenletExit(")
                 and item[2].endswith("))")):
@@ -559,39 +690,79 @@ def stock_bug_at(trace):
     return None
 
 
-def same(a, b):
-    """Whether stock's trace a and ours b agree; from a known stock bug on,
-    they are not compared (its item itself must match what stock shows)."""
+# Where 2.0.2 and 3.x disagree this module follows 3.x (docs/python.md,
+# "Where 2.0.2 and 3.x differ"): against the 2.0.2 reference, a trace item
+# of 2.0.2 matching the first pattern and ours matching the second count as
+# the same.  (Against 3.5.6 nothing is excused.)
+THREE_X_CHOICES = {
+    "2.0.2": [
+        # The error for a switch to a greenlet of another live thread: 3.x
+        # names the current greenlet and the expected one.
+        (r"!error: cannot switch to a different thread",
+         r"!error: Cannot switch to a different thread\n\tCurrent:  <.*>\n\tExpected: <.*>"),
+    ],
+}
+
+
+def _items_equal(a, b, pending):
+    if a == b:
+        return True
+    if not pending or len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x != y and not any(re.fullmatch(p, str(x), re.S) and re.fullmatch(q, str(y), re.S)
+                              for p, q in pending):
+            return False
+    return True
+
+
+def _traces_equal(a, b, pending):
+    return len(a) == len(b) and all(_items_equal(x, y, pending) for x, y in zip(a, b))
+
+
+def same(a, b, ref):
+    """Whether reference ref's trace a and ours b agree (THREE_X_CHOICES
+    aside); from a known stock bug on, they are not compared (its item
+    itself must match what stock shows)."""
+    pending = THREE_X_CHOICES.get(ref)
     if a and a[-1][0] == "CRASH" and not (b and b[-1][0] == "CRASH"):
         # Stock greenlet crashed (it has bugs this module does not); what
         # came before must agree.
         k = len(a) - 1
-        return a[:k] == b[:k]
+        return _traces_equal(a[:k], b[:k], pending)
     k = stock_bug_at(b)
     if k is None:
-        return a == b
-    return a[:k] == b[:k] and len(a) > k and a[k][:2] == b[k][:2] and a[k][2] == "()"
+        return _traces_equal(a, b, pending)
+    return (_traces_equal(a[:k], b[:k], pending) and len(a) > k
+            and a[k][:2] == b[k][:2] and a[k][2] == "()")
 
 
-def both(progs, build_dir):
-    """Traces under stock and under ours, the two run at once."""
+def run_all(progs, build_dir, refs):
+    """Traces under ours and under each reference, all run at once:
+    {impl: {id: trace}}."""
     box = {}
-    t = threading.Thread(target=lambda: box.update(a=run_batch("stock", None, progs)))
-    t.start()
-    b = run_batch("ours", build_dir, progs)
-    t.join()
-    return box["a"], b
+    threads = [threading.Thread(target=lambda r=r: box.update({r: run_batch(r, None, progs)}))
+               for r in refs]
+    for t in threads:
+        t.start()
+    box["ours"] = run_batch("ours", build_dir, progs)
+    for t in threads:
+        t.join()
+    for r in refs:
+        if r not in box:
+            raise SystemExit("difftest: the %s reference did not run" % r)
+    return box
 
 
-def diverges(steps, build_dir):
-    a, b = both([(0, steps)], build_dir)
-    a, b = a[0], b[0]
-    return not same(a, b), a, b
+def diverges(steps, build_dir, ref):
+    t = run_all([(0, steps)], build_dir, [ref])
+    a, b = t[ref][0], t["ours"][0]
+    return not same(a, b, ref), a, b
 
 
-def shrink(steps, build_dir, budget=300):
+def shrink(steps, build_dir, ref, budget=300):
     """Delta debugging over the steps: a smallest program that still
-    diverges (within budget tries)."""
+    diverges from ref (within budget tries)."""
     tries = 0
     n = 2
     while len(steps) >= 2 and tries < budget:
@@ -600,7 +771,7 @@ def shrink(steps, build_dir, budget=300):
         for start in range(0, len(steps), chunk):
             cand = steps[:start] + steps[start + chunk:]
             tries += 1
-            if cand and diverges(cand, build_dir)[0]:
+            if cand and diverges(cand, build_dir, ref)[0]:
                 steps = cand
                 n = max(n - 1, 2)
                 reduced = True
@@ -616,7 +787,7 @@ def shrink(steps, build_dir, budget=300):
     while i < len(steps) and tries < budget:
         cand = steps[:i] + steps[i + 1:]
         tries += 1
-        if cand and diverges(cand, build_dir)[0]:
+        if cand and diverges(cand, build_dir, ref)[0]:
             steps = cand
         else:
             i += 1
@@ -630,16 +801,28 @@ def first_difference(a, b):
     return min(len(a), len(b))
 
 
-def report(out_dir, name, steps, build_dir, do_shrink=True):
-    small = shrink(steps, build_dir) if do_shrink else steps
-    _, a, b = diverges(small, build_dir)
+def report(out_dir, name, steps, build_dir, ref, do_shrink=True, seen=None):
+    """Writes a diverging program (shrunk) to out_dir.  seen: the traces
+    (reference's, ours) of the run that diverged: kept in the file, and
+    what it shows, if a rerun no longer diverges (a flaky divergence)."""
+    rerun = diverges(steps, build_dir, ref)[0]
+    small = shrink(steps, build_dir, ref) if do_shrink and rerun else steps
+    d, a, b = diverges(small, build_dir, ref)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name + ".json")
+    data = {"steps": small, "original_steps": len(steps), "ref": ref,
+            "stock": a, "ours": b}
+    if seen is not None:
+        data["seen"] = {"stock": seen[0], "ours": seen[1]}
+        if not rerun:
+            a, b = seen
     with open(path, "w") as f:
-        json.dump({"steps": small, "original_steps": len(steps),
-                   "stock": a, "ours": b}, f, indent=1)
+        json.dump(data, f, indent=1)
     i = first_difference(a, b)
-    print("DIVERGES: %s (%d steps, shrunk from %d) -> %s" % (name, len(small), len(steps), path))
+    print("DIVERGES from %s: %s (%d steps, shrunk from %d)%s -> %s"
+          % (ref, name, len(small), len(steps),
+             "" if rerun else " NOT REPRODUCED on a rerun (flaky; the traces seen are in the file)",
+             path))
     print("  first difference at trace item %d:" % i)
     print("    stock: %s" % (a[i] if i < len(a) else "<end>"))
     print("    ours : %s" % (b[i] if i < len(b) else "<end>"))
@@ -653,31 +836,51 @@ def default_build_dir():
     return os.path.join(ROOT, "build", "python-" + v)
 
 
-def compare(seed_base, count, build_dir, out_dir, shrink_max, chunk=250):
-    """Runs count programs from seed_base; returns the diverging ids."""
+def compare(seed_base, count, build_dir, refs, out_dir, shrink_max, chunk=250):
+    """Runs count programs from seed_base under ours and each reference;
+    returns the diverging (ref, id) and the statistics."""
     bad = []
     stats = {"programs": 0, "steps": 0, "trace_items": 0}
     for lo in range(0, count, chunk):
         progs = [(i, gen_program(random.Random("%s-%d" % (seed_base, i))))
                  for i in range(lo, min(count, lo + chunk))]
-        a, b = both(progs, build_dir)
+        t = run_all(progs, build_dir, refs)
         for i, steps in progs:
             stats["programs"] += 1
             stats["steps"] += len(steps)
-            stats["trace_items"] += len(a[i])
-            if not same(a[i], b[i]):
-                bad.append((i, steps))
-    for n, (i, steps) in enumerate(bad):
-        report(out_dir, "seed-%s-%d" % (seed_base, i), steps, build_dir,
-               do_shrink=n < shrink_max)
+            stats["trace_items"] += len(t["ours"][i])
+            for r in refs:
+                if not same(t[r][i], t["ours"][i], r):
+                    bad.append((r, i, steps, (t[r][i], t["ours"][i])))
+    for n, (r, i, steps, seen) in enumerate(bad):
+        report(out_dir, "seed-%s-%d-vs%s" % (seed_base, i, r), steps, build_dir, r,
+               do_shrink=n < shrink_max, seen=seen)
     return bad, stats
+
+
+def file_refs(data):
+    """The references a reproducer file is replayed against."""
+    if "refs" in data:
+        return list(data["refs"])
+    return [data.get("ref", "2.0.2")]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("batch", "soak", "replay"):
+    for name in ("batch", "soak", "replay", "refenv", "record"):
         s = sub.add_parser(name)
+        s.add_argument("--ref", default=None,
+                       help="references, comma-separated, or all (%s); default: %s"
+                       % (", ".join(REFS), {"batch": "all", "soak": REFS[-1],
+                                            "replay": "those the file names",
+                                            "refenv": "all", "record": "all"}[name]))
+        if name == "refenv":
+            continue
+        if name == "record":
+            s.add_argument("file")
+            s.add_argument("out")
+            s.add_argument("--note", required=True)
         s.add_argument("--build-dir", default=None)
         s.add_argument("--out", default=os.path.join(ROOT, "build", "difftest"))
         if name == "batch":
@@ -690,36 +893,72 @@ def main():
         if name == "replay":
             s.add_argument("file")
     args = ap.parse_args()
+    if args.cmd == "refenv":
+        for r in parse_refs(args.ref or "all"):
+            print("%s %s" % (r, ref_python(r)))
+        return 0
     build_dir = os.path.abspath(args.build_dir or default_build_dir())
     if not os.path.isdir(os.path.join(build_dir, "greenlet")):
         raise SystemExit("difftest: no greenlet module in %s (make python)" % build_dir)
     t0 = time.time()
     if args.cmd == "replay":
         with open(args.file) as f:
-            steps = json.load(f)["steps"]
-        d, a, b = diverges(steps, build_dir)
-        for label, tr in (("stock", a), ("ours", b)):
-            print("== %s" % label)
-            for item in tr:
+            data = json.load(f)
+        refs = parse_refs(args.ref) if args.ref else file_refs(data)
+        t = run_all([(0, data["steps"])], build_dir, refs)
+        ours = t["ours"][0]
+        differ = []
+        for r in refs:
+            if not same(t[r][0], ours, r):
+                differ.append(r)
+        for label in refs + ["ours"]:
+            print("== %s%s" % (label if label == "ours" else "stock " + label,
+                               " (differs from ours)" if label in differ else ""))
+            for item in t[label][0]:
                 print("  ", item)
-        print("DIVERGES" if d else "same trace")
-        return 1 if d else 0
+        for r in refs:
+            print("%s: %s" % (r, "DIVERGES" if r in differ else "same trace"))
+        return 1 if differ else 0
+    if args.cmd == "record":
+        with open(args.file) as f:
+            data = json.load(f)
+        refs = parse_refs(args.ref or "all")
+        t = run_all([(0, data["steps"])], build_dir, list(REFS))
+        differ = [r for r in refs if not same(t[r][0], t["ours"][0], r)]
+        if differ:
+            raise SystemExit("difftest: %s still differs from %s" % (args.file, ", ".join(differ)))
+        out = {"note": args.note, "refs": refs, "steps": data["steps"],
+               "original_steps": data.get("original_steps", len(data["steps"])),
+               "traces": {k: v[0] for k, v in t.items()}}
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
+        print("recorded %s: same trace as %s%s" % (
+            args.out, ", ".join(refs),
+            "".join("; differs from %s" % r for r in REFS
+                    if r not in refs and not same(t[r][0], t["ours"][0], r))))
+        return 0
+    refs = parse_refs(args.ref or ("all" if args.cmd == "batch" else REFS[-1]))
+    for r in refs:
+        ref_python(r)      # made before the clock matters
     if args.cmd == "batch":
-        bad, st = compare(args.seed, args.count, build_dir, args.out, args.shrink_max)
-        print("difftest: %d programs (%d steps, %d trace items), seed %s: %d diverging, %.1fs"
-              % (st["programs"], st["steps"], st["trace_items"], args.seed, len(bad),
-                 time.time() - t0))
+        bad, st = compare(args.seed, args.count, build_dir, refs, args.out, args.shrink_max)
+        for r in refs:
+            print("difftest: %d programs (%d steps, %d trace items), seed %s, against "
+                  "stock %s: %d diverging, %.1fs"
+                  % (st["programs"], st["steps"], st["trace_items"], args.seed, r,
+                     sum(1 for x in bad if x[0] == r), time.time() - t0))
         return 1 if bad else 0
     # soak
     total = nbad = 0
     seed = int(time.time())
     while time.time() - t0 < args.seconds:
-        bad, st = compare("soak%d" % seed, 500, build_dir, args.out, shrink_max=3)
+        bad, st = compare("soak%d" % seed, 500, build_dir, refs, args.out, shrink_max=3)
         total += st["programs"]
         nbad += len(bad)
         seed += 1
-        print("soak: %d programs, %d diverging, %.0fs" % (total, nbad, time.time() - t0),
-              flush=True)
+        print("soak: %d programs against stock %s, %d diverging, %.0fs"
+              % (total, ",".join(refs), nbad, time.time() - t0), flush=True)
     return 1 if nbad else 0
 
 

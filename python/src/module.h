@@ -73,6 +73,11 @@ struct cg_impl {
   cg_pystate st;      /* interpreter state while suspended */
   int is_main;
   int thread_gone;    /* the owner thread exited */
+  /* 1: suspended when its thread exited; 2: and `dead` or repr() has been
+   * read since.  Stock greenlet (2.0.2 and 3.x) then drops its stack state
+   * and takes it for one never started when run or parent is set (both are
+   * accepted; it stays dead): see forgot_start. */
+  int orphan;
   PyObject *dead_frame; /* top frame when the thread exited mid-run */
   /* run and its arguments while it runs: held here, not on the C stack, so
    * that the collector sees them (a bound run method holds the greenlet). */
@@ -144,6 +149,9 @@ static inline int g_active(cg_impl *i) {
 }
 
 static inline int g_dead(cg_impl *i) { return g_started(i) && !g_active(i); }
+
+/* Whether setting run or parent treats i as never started (see orphan). */
+static inline int forgot_start(cg_impl *i) { return i->orphan == 2; }
 
 /* ---- type.c -------------------------------------------------------------- */
 /* A thread's main greenlet is made by thread.c; the capsule makes greenlets

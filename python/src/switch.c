@@ -119,10 +119,11 @@ PyObject *cg_core_error(int rc) {
 }
 
 /* The thread an unstarted greenlet will start in, as stock greenlet decides
- * it: that of the root of its parent chain (NULL if that thread is gone). */
+ * it: that of the first started greenlet of its parent chain (NULL if that
+ * thread is gone).  An unstarted one may have a core already (a child's
+ * start needed it): its parent, set from another thread since, decides. */
 static cg_thread *chain_thread(PyGreenlet *g) {
-  while (!g->pimpl->core && !g->pimpl->is_main && !g->pimpl->thread_gone &&
-         g->pimpl->parent)
+  while (!g_started(g->pimpl) && g->pimpl->parent)
     g = g->pimpl->parent;
   return g->pimpl->thread_gone ? NULL : g->pimpl->thread;
 }
@@ -178,6 +179,8 @@ static int forced_switch_error(cg_thread *th, PyGreenlet *t) {
   return 0;
 }
 
+static void sync_core_chain(cg_thread *th, PyGreenlet *g);
+
 /*
  * Switches to target with what is in the slots (status GREENLET_OK: a value,
  * GREENLET_ERROR: an exception), and returns what this greenlet is resumed
@@ -213,12 +216,21 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
       slots_clear(th);
       return NULL;
     }
+    /* (A parent set from another thread may have no core yet.) */
+    if (p && cg_ensure_core(th, p) < 0) {
+      slots_clear(th);
+      return NULL;
+    }
     if (p && greenlet_parent(t->pimpl->core) != p->pimpl->core &&
         greenlet_set_parent(t->pimpl->core, p->pimpl->core) != 0) {
       slots_clear(th);
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
       return NULL;
     }
+    /* An error thrown in passes on the core's links, through unstarted
+     * and dead ancestors: they must follow the Python ones. */
+    if (status == GREENLET_ERROR)
+      sync_core_chain(th, t);
   }
   if (t->pimpl->thread != th) {
     slots_clear(th);
@@ -354,6 +366,11 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
     else
       PyErr_Clear();
   }
+  /* And above it: an error passes through unstarted ancestors (each dies
+   * unrun), on the core's links, which a parent set from another thread
+   * did not change. */
+  if (t && t->pimpl->core && t->pimpl->thread == th)
+    sync_core_chain(th, t);
   /* The outcome starts an unstarted ancestor: its run is looked up here,
    * where Python code may run.  If that fails, the error goes past it to
    * its parent and it stays unstarted (as stock greenlet does). */
@@ -428,12 +445,13 @@ int cg_ensure_core(cg_thread *th, PyGreenlet *g) {
 
 /*
  * Makes the core parent links of g's chain follow the Python ones, as far
- * as both ends are this thread's and have a core.  A parent set from
- * another thread changes only the Python link (the core belongs to its
- * thread), and a stale core link can make a valid reparenting look cyclic
- * to the core (cg_kill_in_place).  A link that cannot be set yet (its
- * stale ancestors form the cycle) is retried once those above it are
- * fixed.
+ * as both ends are this thread's.  A parent set from another thread changes
+ * only the Python link (the core belongs to its thread), and a stale core
+ * link can make a valid reparenting look cyclic to the core
+ * (cg_kill_in_place).  An unstarted parent that will start here gets its
+ * core now (as a finishing child would give it one).  A link that cannot
+ * be set yet (its stale ancestors form the cycle) is retried once those
+ * above it are fixed.
  */
 static void sync_core_chain(cg_thread *th, PyGreenlet *g) {
   int changed, failed;
@@ -441,8 +459,12 @@ static void sync_core_chain(cg_thread *th, PyGreenlet *g) {
     changed = failed = 0;
     for (PyGreenlet *q = g; q && q->pimpl->parent; q = q->pimpl->parent) {
       cg_impl *qi = q->pimpl, *pi = qi->parent->pimpl;
-      if (!qi->core || qi->thread != th || qi->thread_gone || !pi->core ||
-          pi->thread != th || greenlet_parent(qi->core) == pi->core)
+      if (!qi->core || qi->thread != th || qi->thread_gone)
+        continue;
+      if (!pi->core && !pi->is_main && !pi->thread_gone &&
+          chain_thread(qi->parent) == th && cg_ensure_core(th, qi->parent) < 0)
+        PyErr_Clear();
+      if (!pi->core || pi->thread != th || greenlet_parent(qi->core) == pi->core)
         continue;
       if (greenlet_set_parent(qi->core, pi->core) == 0)
         changed = 1;
@@ -594,6 +616,13 @@ PyObject *cg_green_throw(PyGreenlet *self, PyObject *args) {
     /* Nothing (left) to exit: it passes on as the greenlet's return value,
      * like a GreenletExit escaping run; an unstarted one dies unrun. */
     if (unstarted) {
+      /* It would start in the thread of its parent's chain (which a parent
+       * set from another thread may have moved away from its core's). */
+      PyGreenlet *p = self->pimpl->parent;
+      if (p && check_start_thread(th, p) < 0) {
+        slots_clear(th);
+        return NULL;
+      }
       PyObject *run = PyObject_GetAttr((PyObject *)self, cg_str_run);
       if (!run || cg_ensure_core(th, self) < 0) {
         Py_XDECREF(run);

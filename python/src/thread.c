@@ -94,6 +94,7 @@ static void cg_thread_dealloc(cg_thread *th) {
       if (!i->dead_frame)
         PyErr_Clear();
       cg_pystate_orphan(&i->st);
+      i->orphan = 1;
     }
     i->st.cframe = NULL;
     i->thread = NULL;
@@ -193,8 +194,9 @@ void cg_release_core(cg_impl *i) {
   greenlet_destroy(core, GREENLET_DESTROY_DISCARD);
 }
 
-/* Drops the greenlets other threads queued for this one to kill, and
- * destroys the core records they left to it. */
+/* Drops the greenlets other threads queued for this one to kill, in the
+ * order they were queued (as stock greenlet does; a list's dealloc would
+ * drop them last first), and destroys the core records they left to it. */
 void cg_process_deleteme(cg_thread *th) {
   if (th->ncore_free)
     drain_core_free(th);
@@ -207,7 +209,14 @@ void cg_process_deleteme(cg_thread *th) {
     PyErr_Clear();
     return;
   }
-  Py_DECREF(list); /* each greenlet's dealloc runs here, on its own thread */
+  /* Each greenlet's dealloc runs here, on its own thread (and may run
+   * Python code: the list is ours alone by now). */
+  for (Py_ssize_t k = 0; k < PyList_GET_SIZE(list); k++) {
+    PyObject *g = PyList_GET_ITEM(list, k);
+    PyList_SET_ITEM(list, k, NULL);
+    Py_XDECREF(g);
+  }
+  Py_DECREF(list);
 }
 
 /* Test hook (python/tests): makes the next n greenlets orphaned at thread

@@ -292,7 +292,11 @@ static void green_dealloc(PyGreenlet *self) {
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int green_bool(PyGreenlet *self) { return g_active(self->pimpl); }
+/* (A greenlet suspended when its thread exited stays true for stock
+ * greenlet until `dead` or its repr is read: see seen_dead.) */
+static int green_bool(PyGreenlet *self) {
+  return g_active(self->pimpl) || self->pimpl->orphan == 1;
+}
 
 static PyObject *green_getdict(PyGreenlet *self, void *c) {
   (void)c;
@@ -318,7 +322,7 @@ static int green_setdict(PyGreenlet *self, PyObject *val, void *c) {
 static PyObject *green_getrun(PyGreenlet *self, void *c) {
   (void)c;
   cg_impl *i = self->pimpl;
-  if (g_started(i) || !i->run) {
+  if ((g_started(i) && !forgot_start(i)) || !i->run) {
     PyErr_SetObject(PyExc_AttributeError, cg_str_run);
     return NULL;
   }
@@ -333,7 +337,7 @@ int cg_green_setrun(PyGreenlet *self, PyObject *value, void *c) {
                     "Main greenlets do not have a run attribute.");
     return -1;
   }
-  if (g_started(i)) {
+  if (g_started(i) && !forgot_start(i)) {
     PyErr_SetString(PyExc_AttributeError,
                     "run cannot be set after the start of the greenlet");
     return -1;
@@ -373,15 +377,21 @@ int cg_green_setparent(PyGreenlet *self, PyObject *value, void *c) {
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
       return -1;
     }
-  /* Same thread: the chains end in the same main greenlet (p may not have
-   * started; the thread may have exited), as stock greenlet decides it. */
+  /* Same thread, as stock greenlet decides it: p's chain ends in the main
+   * greenlet of the thread a started greenlet runs in (its own chain may
+   * lead elsewhere: a parent set from another thread), or, unstarted, in
+   * the same main greenlet as its chain (p may not have started; the
+   * thread may have exited). */
   PyGreenlet *rp = p, *rs = self;
   while (rp->pimpl->parent)
     rp = rp->pimpl->parent;
-  while (rs->pimpl->parent)
-    rs = rs->pimpl->parent;
+  if (g_started(i) && i->thread && !i->thread_gone)
+    rs = i->thread->main;
+  else
+    while (rs->pimpl->parent)
+      rs = rs->pimpl->parent;
   int same_thread = rp == rs;
-  if (!same_thread && g_started(i)) {
+  if (!same_thread && g_started(i) && !forgot_start(i)) {
     PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
     return -1;
   }
@@ -471,8 +481,18 @@ static PyObject *green_getframe(PyGreenlet *self, void *c) {
   return cg_pystate_frame(&i->st, th->tstate);
 }
 
+/* Stock greenlet, asked whether a greenlet suspended in a thread that has
+ * exited is dead (or for its repr), throws that greenlet's stack state
+ * away: from then on it counts as never started when run or parent is set
+ * (and as dead otherwise).  So does this module. */
+static void seen_dead(cg_impl *i) {
+  if (i->orphan == 1)
+    i->orphan = 2;
+}
+
 static PyObject *green_getdead(PyGreenlet *self, void *c) {
   (void)c;
+  seen_dead(self->pimpl);
   return PyBool_FromLong(g_dead(self->pimpl));
 }
 
@@ -489,6 +509,7 @@ static PyObject *green_get_stack_saved(PyGreenlet *self, void *c) {
 static PyObject *green_repr(PyGreenlet *self) {
   cg_impl *i = self->pimpl;
   const char *tp = Py_TYPE(self)->tp_name;
+  seen_dead(i);
   if (g_active(i) || (i->is_main && !i->thread_gone))
     return PyUnicode_FromFormat(
         "<%s object at %p (otid=%p)%s active started%s>", tp, self, i->thread,
