@@ -72,6 +72,14 @@ def test_signal_handler_switches_greenlets():
 _KEYBOARD_INTERRUPT = r'''
 import signal
 import cgl_support
+# Only this thread may take SIGALRM and SIGINT.  check_identity_or_exit()
+# starts faulthandler's watchdog thread (CGL_CHILD_DEADLINE), which blocks
+# every signal only once it first runs; on a loaded machine a SIGALRM could
+# land in it before that, and CPython on Linux then never wakes the main
+# thread's eval loop for it (the C handler computes the eval breaker in the
+# thread it runs in, which may not handle signals): the interrupt never
+# came, 3 runs in 54 under load.  Threads inherit the creator's mask.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGALRM})
 cgl_support.check_identity_or_exit()   # and a stack dump if it hangs
 from greenlet import greenlet, getcurrent
 
