@@ -43,7 +43,7 @@ SKIP_LIST=""
 PYTEST_PATHS=(python/tests)
 DEPS=1
 
-USAGE_END=30
+USAGE_END=29
 . "$ROOT/scripts/test-args.sh"
 
 while [ $# -gt 0 ]; do
