@@ -95,6 +95,15 @@ qemu_static() {
   [ -x "$QEMU" ] || die "$QEMU missing from the qemu-user-static package"
 }
 
+# A user namespace with a binfmt_misc instance of its own (Linux >= 6.7)?
+ns_check() {
+  unshare --user --map-root-user --mount \
+    sh -c 'mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc' 2>/dev/null && return 0
+  die "cannot mount a private binfmt_misc in a new user namespace (needs Linux >= 6.7
+  and unprivileged user namespaces allowed; kernel here: $(uname -r)), so arm64
+  programs cannot run in the root file system without changing the host"
+}
+
 # in_ns ROOTFS [--bind H:G]... [--cwd DIR] CMD...: run CMD in a chroot into
 # ROOTFS inside the private namespace (see the header).
 in_ns() {
@@ -182,6 +191,7 @@ make_rootfs() {
   local new=$RFS.new start
   need_root
   host_deps
+  ns_check
   qemu_static
   start=$(date +%s)
   echo "== making the arm64 root file system: debootstrap --arch=arm64 $SUITE into $RFS"
@@ -232,6 +242,7 @@ case "$cmd" in
   path) ensure_rootfs >&2; echo "$RFS" ;;
   run)
     need_root
+    ns_check
     [ -f "$RFS/.cgreenlet-rootfs" ] && [ -x "$QEMU" ] ||
       die "no root file system in $RFS: run scripts/arm64-rootfs.sh path first"
     in_ns "$RFS" "$@" ;;
