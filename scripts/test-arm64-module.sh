@@ -63,7 +63,12 @@ BUILD_DIR=build/arm64-python-3.11
 SKIP=python/tests/qemu_aarch64_skip.txt
 
 RFS=$(scripts/arm64-rootfs.sh path | tail -1)
-in_rootfs() { scripts/arm64-rootfs.sh run --bind "$ROOT:/cgreenlet" --cwd /cgreenlet "$@"; }
+# (Byte code goes to the root file system's /tmp, a tmpfs: .pyc files in the
+# clone would carry /cgreenlet/... paths into the x86-64 stages' tracebacks.)
+in_rootfs() {
+  scripts/arm64-rootfs.sh run --bind "$ROOT:/cgreenlet" --cwd /cgreenlet \
+    PYTHONPYCACHEPREFIX=/tmp/pycache "$@"
+}
 
 echo "== building the module in the arm64 root file system (gcc and python3 under qemu): $BUILD_DIR"
 start=$(date +%s)
