@@ -57,7 +57,9 @@ def pytest_collection_modifyitems(config, items):
         # A test, any parametrisation of it, or a whole file.
         for test_id in (item.nodeid, item.nodeid.split("[")[0], item.nodeid.split("::")[0]):
             if test_id in skips:
-                item.add_marker(pytest.mark.skip(reason=skips[test_id]))
+                # A skipif put first: pytest shows the first skipif that
+                # holds, and this reason is the one meant here.
+                item.add_marker(pytest.mark.skipif(True, reason=skips[test_id]), append=False)
                 break
 
 
