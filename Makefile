@@ -81,7 +81,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(BUILD)/tests/cgreenlet-tests
 
-.PHONY: bench-cross bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions test-pypi pypi-env bench-python bench-gevent tsan-threads cxx-terminate gdb-target
+.PHONY: bench-cross arm64-rootfs test-arm64-module test-arm64-module-full bench-arm64-module bench-scale pagewalk fuzz fuzz-soak fuzz-merge gdb-greenlets stress bench-report difftest difftest-soak all lib examples tests check bench install uninstall clean demo test python test-python test-python-asan test-python-versions test-pypi pypi-env bench-python bench-gevent tsan-threads cxx-terminate gdb-target
 all: lib
 lib: $(STATIC) $(SHARED) $(BUILD)/cgreenlet.pc
 
@@ -189,6 +189,22 @@ bench:
 # ucontext back end on the same emulated CPU (docs/platforms.md).
 bench-cross:
 	scripts/bench-cross.sh
+
+# The module on AArch64 (issue 13): built and tested in a Debian 12 arm64
+# root file system (debootstrap, kept in ~/.cache/cgreenlet-rootfs or
+# CGREENLET_ROOTFS_CACHE) under qemu-user.  test-arm64-module is the
+# arm64module stage of `make test` (both upstream suites and a subset of
+# python/tests); -full runs all of python/tests; bench-arm64-module times
+# switches against Debian's arm64 greenlet 2.0.2 (under emulation only the
+# ratio means anything).
+arm64-rootfs:
+	scripts/arm64-rootfs.sh path
+test-arm64-module:
+	scripts/test-arm64-module.sh
+test-arm64-module-full:
+	scripts/test-arm64-module.sh --full
+bench-arm64-module:
+	scripts/test-arm64-module.sh --bench
 
 # The Python module against stock greenlet, in the same run, same
 # interpreter: Debian's 2.0.2 and PyPI's 3.5.6 (scripts/bench-env.sh unpacks

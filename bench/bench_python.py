@@ -190,6 +190,10 @@ def main():
                     help="multiply every N by this (the report's quick mode: 0.1)")
     ap.add_argument("--no-pypi-stock", action="store_true",
                     help="go on without PyPI's stock greenlet if it cannot be set up")
+    ap.add_argument("--no-pypi", action="store_true",
+                    help="leave PyPI's stock greenlet out (no venv, no download): "
+                    "cgreenlet against Debian's 2.0.2 only, as in the arm64 root "
+                    "file system (scripts/test-arm64-module.sh --bench)")
     ap.add_argument("--json", help="write the figures to this file")
     a = ap.parse_args()
     build_dir = a.build_dir or build_dir_for(a.python)
@@ -198,11 +202,13 @@ def main():
     have = {"ours": True, "stock": has_stock(a.python, base), "pypi": False}
     pypi = {"version": "3.5.6", "stock_dir": None}
     try:
+        if a.no_pypi:
+            raise RuntimeError("left out (--no-pypi)")
         pypi = stock_env(a.python, prog="bench_python")
         envs["pypi"] = dict(base, PYTHONPATH=pypi["stock_dir"])
         have["pypi"] = True
     except RuntimeError as e:
-        if not a.no_pypi_stock:
+        if not (a.no_pypi_stock or a.no_pypi):
             sys.exit("%s\n(--no-pypi-stock goes on without it)" % e)
         print("(no stock greenlet %s from PyPI for %s: %s)"
               % (pypi["version"], a.python, str(e).splitlines()[-1]))

@@ -12,6 +12,12 @@
 #                    checked against the reference implementation
 #   --ci             leave out the tests listed in python/tests/known_failures.txt
 #                    (listed in the output); what `make test` runs
+#   --skip-list FILE tests this platform cannot run (same format): upstream
+#                    ids are left out, python/tests ids skipped with the
+#                    reason given (conftest.py, CGREENLET_SKIP_LIST); printed
+#   --pytest-paths "P..."  what pytest runs (default: python/tests)
+#   --no-deps        do not check the Debian packages (the arm64 root file
+#                    system's are fixed when it is made, scripts/arm64-rootfs.sh)
 #
 # Parts:
 #   1. upstream greenlet 2.0.2 suite as Debian ships it, unmodified, with
@@ -33,20 +39,28 @@ CI_MODE=0   # --ci: leave out python/tests/known_failures.txt (printed)
 KNOWN=python/tests/known_failures.txt
 PART_TIMEOUT=${CGREENLET_TEST_TIMEOUT:-900}   # seconds, per part (then SIGABRT)
 DEBIAN_TESTS=/usr/lib/python3/dist-packages/greenlet/tests
+SKIP_LIST=""
+PYTEST_PATHS=(python/tests)
+DEPS=1
 
-USAGE_END=23
+USAGE_END=29
 . "$ROOT/scripts/test-args.sh"
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --stock) STOCK=1; shift ;;
     --ci) CI_MODE=1; shift ;;
+    --skip-list) [ $# -ge 2 ] || { echo "test-python.sh: --skip-list needs a file" >&2; exit 2; }
+                 SKIP_LIST=$2; shift 2 ;;
+    --pytest-paths) [ $# -ge 2 ] || { echo "test-python.sh: --pytest-paths needs a value" >&2; exit 2; }
+                 read -r -a PYTEST_PATHS <<<"$2"; shift 2 ;;
+    --no-deps) DEPS=0; shift ;;
     *) common_arg "$@"; shift "$ARG_SHIFT" ;;
   esac
 done
 
 # ---------------------------------------------------------------- packages
-scripts/deps.sh python
+[ "$DEPS" -eq 0 ] || scripts/deps.sh python
 
 python_version
 [ -d "$DEBIAN_TESTS" ] || { echo "test-python.sh: $DEBIAN_TESTS missing (python3-greenlet)" >&2; exit 1; }
@@ -169,7 +183,7 @@ run_pytest() {
   start=$(date +%s)
   set +e
   timeout -s ABRT --kill-after=10 "$PART_TIMEOUT" \
-    "$PYTHON" -X faulthandler -m pytest python/tests -q -rfExX --durations=8 \
+    "$PYTHON" -X faulthandler -m pytest "${PYTEST_PATHS[@]}" -q -rfsExX --durations=8 \
       -p no:cacheprovider "${PYTEST_DESELECT[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
@@ -183,6 +197,7 @@ run_pytest() {
 # What to run: everything, or (--ci) everything but the known failures.
 PYTEST_DESELECT=()
 known=
+skipped=
 if [ "$CI_MODE" -eq 1 ]; then
   known=$(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$KNOWN" | grep -v '^$' || true)
   echo
@@ -190,8 +205,17 @@ if [ "$CI_MODE" -eq 1 ]; then
   [ -n "$known" ] || echo "   (none)"
   { grep -v '^#' "$KNOWN" || true; } | sed 's/^/   /'
 fi
+if [ -n "$SKIP_LIST" ]; then
+  [ -f "$SKIP_LIST" ] || { echo "test-python.sh: no file $SKIP_LIST" >&2; exit 2; }
+  echo
+  echo "== --skip-list: tests this platform cannot run, skipped (reasons below; pytest prints them too):"
+  { grep -v '^#' "$SKIP_LIST" | grep -v '^[[:space:]]*$' || true; } | sed 's/^/   /'
+  skipped=$(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$SKIP_LIST" | grep -v '^$' || true)
+  SKIP_LIST=$(cd "$(dirname "$SKIP_LIST")" && pwd)/$(basename "$SKIP_LIST")
+  export CGREENLET_SKIP_LIST=$SKIP_LIST
+fi
 # The upstream test ids (all of them, or all but the known failures).
-mapfile -t UPSTREAM_IDS < <(cd "$UPSTREAM_CWD" && KNOWN_IDS="$known" "$PYTHON" -c '
+mapfile -t UPSTREAM_IDS < <(cd "$UPSTREAM_CWD" && KNOWN_IDS="$known $skipped" "$PYTHON" -c '
 import os, unittest
 known = set(os.environ["KNOWN_IDS"].split())
 def walk(s):

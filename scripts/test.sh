@@ -16,6 +16,10 @@
 #   fuzz        libFuzzer over the C core with ASan + UBSan: tests/fuzz/corpus
 #               and a fixed-seed bounded run (scripts/fuzz.sh --bounded)
 #   python      the greenlet module for CPython 3.11 (scripts/test-python.sh --ci)
+#   arm64module the module built and tested in a Debian 12 arm64 root file
+#               system under qemu-user (scripts/test-arm64-module.sh: the
+#               upstream suite both ways, a subset of python/tests; the
+#               root file system made once, cached in ~/.cache/cgreenlet-rootfs)
 #   pyversions  the module built and tested on each ~/.pyenv CPython 3.9+
 #               (scripts/test-python-versions.sh --no-debian; a version
 #               listed in scripts/python-versions-supported must pass)
@@ -40,7 +44,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh build test || exit 1
 
 JOBS=${JOBS:-2}
-ALL=(native ucontext nofpu asan tsan valgrind aarch64 cross examples fuzz python pyversions pypi pyasan pyvalgrind stress benchreport)
+ALL=(native ucontext nofpu asan tsan valgrind aarch64 cross examples fuzz python arm64module pyversions pypi pyasan pyvalgrind stress benchreport)
 STAGES=("${@:-${ALL[@]}}")
 declare -A RESULT TIME
 
@@ -124,6 +128,7 @@ stage_python() {
   scripts/deps.sh python && make -s python && scripts/test-python.sh --ci
 }
 
+stage_arm64module() { scripts/test-arm64-module.sh; }
 stage_pyversions() { scripts/test-python-versions.sh --no-debian; }
 stage_pypi() { scripts/test-pypi.sh; }
 stage_pyasan() { scripts/test-python-asan.sh; }

@@ -33,6 +33,36 @@ def pytest_sessionstart(session):
     os.environ["CGREENLET_EXPECT_FILE"] = os.path.abspath(greenlet.__file__)
 
 
+def _skip_list():
+    """CGREENLET_SKIP_LIST names a file of test ids this platform cannot run
+    (python/tests/qemu_aarch64_skip.txt under qemu-user), one per line (a
+    node id, without parameters for all of them, or a file), then '#' and
+    the reason: those tests are skipped with that reason."""
+    path = os.environ.get("CGREENLET_SKIP_LIST")
+    skips = {}
+    if path:
+        with open(path) as f:
+            for line in f:
+                test_id, _, reason = line.partition("#")
+                if test_id.strip():
+                    skips[test_id.strip()] = reason.strip() or "in " + path
+    return skips
+
+
+def pytest_collection_modifyitems(config, items):
+    skips = _skip_list()
+    if not skips:
+        return
+    for item in items:
+        # A test, any parametrisation of it, or a whole file.
+        for test_id in (item.nodeid, item.nodeid.split("[")[0], item.nodeid.split("::")[0]):
+            if test_id in skips:
+                # A skipif put first: pytest shows the first skipif that
+                # holds, and this reason is the one meant here.
+                item.add_marker(pytest.mark.skipif(True, reason=skips[test_id]), append=False)
+                break
+
+
 @pytest.fixture(autouse=True)
 def _greenlet_is_ours():
     cgl_support.assert_identity()
