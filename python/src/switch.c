@@ -152,10 +152,12 @@ static int check_start_thread(cg_thread *th, PyGreenlet *g) {
 }
 
 /* Checks that target can be switched to from this thread.  An unstarted
- * greenlet belongs to the thread of its parent (checked at its start). */
+ * greenlet belongs to the thread of its parent chain (checked at its
+ * start), even once it has a core: a parent set from another thread may
+ * have moved that chain, as stock greenlet decides by the lineage. */
 int cg_check_thread(cg_thread *th, PyGreenlet *target) {
   cg_impl *i = target->pimpl;
-  if (i->thread == th || (!i->core && !i->is_main && !i->thread_gone))
+  if (i->thread == th || !g_started(i))
     return 0;
   return thread_error(th, i->thread_gone ? NULL : i->thread);
 }
@@ -232,9 +234,9 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
     if (status == GREENLET_ERROR)
       sync_core_chain(th, t);
   }
-  if (t->pimpl->thread != th) {
+  if (t->pimpl->thread != th) { /* (its core is another thread's) */
     slots_clear(th);
-    cg_check_thread(th, t);
+    thread_error(th, t->pimpl->thread_gone ? NULL : t->pimpl->thread);
     return NULL;
   }
   if (forced_switch_error(th, t) < 0) {
