@@ -16,7 +16,9 @@
 #   1. Debian's upstream greenlet 2.0.2 suite, GREENLET_SKIP_LEAKCHECKS=1
 #   2. python/tests (pytest)
 # less python/tests/valgrind_skip.txt (printed: tests about time, not
-# memory) and python/tests/known_failures.txt (as test-python.sh --ci).  No suppressions are used.  Any memcheck report (each process
+# memory) and python/tests/known_failures.txt (as test-python.sh --ci).
+# Suppressions: python/tests/valgrind.supp (each with its reason; none is
+# about this module's code).  Any other memcheck report (each process
 # writes its own file to the log directory) or failed test fails the run.
 # Leaks are not checked here (CPython frees little at exit); the leak checks
 # of the upstream suite and python/tests/test_faults.py count objects.
@@ -62,7 +64,7 @@ export PYTHONPATH="$BUILD_DIR" PYTHONMALLOC=malloc GREENLET_SKIP_LEAKCHECKS=1 \
   CGREENLET_TEST_TIMEOUT_SCALE=5
 unset GREENLET_SKIP_FAILING_LEAKCHECKS CGREENLET_ALLOW_STOCK
 VG=(valgrind -q --tool=memcheck --trace-children=yes --error-exitcode=99
-    --log-file="$VG_DIR/vg.%p")
+    --suppressions="$ROOT/python/tests/valgrind.supp" --log-file="$VG_DIR/vg.%p")
 
 cgl=$(cd "$BUILD_DIR" && "$PYTHON" -c 'import greenlet._greenlet as m; print(m._cgreenlet_version)') ||
   { echo "FATAL: $BUILD_DIR/greenlet is not cgreenlet's module" >&2; exit 1; }

@@ -174,6 +174,7 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
                        PyObject *const *call_end);
 int cg_ensure_core(cg_thread *th, PyGreenlet *g);
 int cg_kill_in_place(cg_thread *th, PyGreenlet *self);
+void cg_sync_core_chain(cg_thread *th, PyGreenlet *g);
 PyObject *cg_switch_owned(PyGreenlet *self, PyObject *args, PyObject *kwargs,
                           PyObject *const *call_end);
 PyObject *cg_green_switch(PyGreenlet *self, PyObject *const *args,

@@ -181,7 +181,6 @@ static int forced_switch_error(cg_thread *th, PyGreenlet *t) {
   return 0;
 }
 
-static void sync_core_chain(cg_thread *th, PyGreenlet *g);
 
 /*
  * Switches to target with what is in the slots (status GREENLET_OK: a value,
@@ -232,7 +231,7 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
     /* An error thrown in passes on the core's links, through unstarted
      * and dead ancestors: they must follow the Python ones. */
     if (status == GREENLET_ERROR)
-      sync_core_chain(th, t);
+      cg_sync_core_chain(th, t);
   }
   if (t->pimpl->thread != th) { /* (its core is another thread's) */
     slots_clear(th);
@@ -372,7 +371,7 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
    * unrun), on the core's links, which a parent set from another thread
    * did not change. */
   if (t && t->pimpl->core && t->pimpl->thread == th)
-    sync_core_chain(th, t);
+    cg_sync_core_chain(th, t);
   /* The outcome starts an unstarted ancestor: its run is looked up here,
    * where Python code may run.  If that fails, the error goes past it to
    * its parent and it stays unstarted (as stock greenlet does). */
@@ -446,8 +445,8 @@ int cg_ensure_core(cg_thread *th, PyGreenlet *g) {
 }
 
 /*
- * Makes the core parent links of g's chain follow the Python ones, as far
- * as both ends are this thread's.  A parent set from another thread changes
+ * cg_sync_core_chain: makes the core parent links of g's chain follow the
+ * Python ones, as far as both ends are this thread's.  A parent set from another thread changes
  * only the Python link (the core belongs to its thread), and a stale core
  * link can make a valid reparenting look cyclic to the core
  * (cg_kill_in_place).  An unstarted parent that will start here gets its
@@ -455,7 +454,7 @@ int cg_ensure_core(cg_thread *th, PyGreenlet *g) {
  * be set yet (its stale ancestors form the cycle) is retried once those
  * above it are fixed.
  */
-static void sync_core_chain(cg_thread *th, PyGreenlet *g) {
+void cg_sync_core_chain(cg_thread *th, PyGreenlet *g) {
   int changed, failed;
   do {
     changed = failed = 0;
@@ -486,7 +485,7 @@ int cg_kill_in_place(cg_thread *th, PyGreenlet *self) {
   PyObject *exc_t, *exc_v, *exc_tb;
   PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
   PyGreenlet *old_parent = (PyGreenlet *)Py_XNewRef(i->parent);
-  sync_core_chain(th, th->current);
+  cg_sync_core_chain(th, th->current);
   int rc = greenlet_set_parent(i->core, th->current->pimpl->core);
   if (rc == 0)
     Py_XSETREF(i->parent, (PyGreenlet *)Py_NewRef(th->current));

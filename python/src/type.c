@@ -400,6 +400,9 @@ int cg_green_setparent(PyGreenlet *self, PyObject *value, void *c) {
   if (same_thread && i->core && i->thread == cg_tls) {
     if (cg_ensure_core(cg_tls, p) < 0)
       return -1;
+    /* p's own core chain may be stale (reparented from another thread):
+     * the core would then see a cycle the Python links do not have. */
+    cg_sync_core_chain(cg_tls, p);
     int rc = greenlet_set_parent(i->core, p->pimpl->core);
     if (rc == GREENLET_ECYCLE) {
       PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
