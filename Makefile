@@ -317,13 +317,18 @@ $(BUILD)/tests/cxx-terminate: tests/cxx_terminate.cpp $(STATIC)
 
 # gdb extension check (tests/gdb_greenlets.sh): the target statically linked,
 # and linked with the shared library for the auto-load case.
-gdb-greenlets: $(BUILD)/tests/gdb-greenlets-target $(BUILD)/tests/gdb-greenlets-target-shared $(BUILD)/tests/gdb-shared-target
+# The -no-pie build is for cores written by qemu-user (scripts/test-cross.sh),
+# from which gdb cannot tell where a PIE was loaded.
+gdb-greenlets: $(BUILD)/tests/gdb-greenlets-target $(BUILD)/tests/gdb-greenlets-target-shared $(BUILD)/tests/gdb-greenlets-target-nopie $(BUILD)/tests/gdb-shared-target
 $(BUILD)/tests/gdb-greenlets-target: tests/gdb_greenlets_target.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer $< -o $@ $(STATIC) $(LDFLAGS)
 $(BUILD)/tests/gdb-greenlets-target-shared: tests/gdb_greenlets_target.c $(SHARED)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer $< -o $@ $(SHARED) $(LDFLAGS)
+$(BUILD)/tests/gdb-greenlets-target-nopie: tests/gdb_greenlets_target.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -O1 -g -fno-omit-frame-pointer -no-pie $< -o $@ $(STATIC) $(LDFLAGS)
 
 # gdb extension on shared stacks (tests/gdb_shared.sh).
 $(BUILD)/tests/gdb-shared-target: tests/gdb_shared_target.c $(STATIC)

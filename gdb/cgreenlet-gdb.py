@@ -75,12 +75,6 @@ def _read(addr, n):
     return bytes(gdb.selected_inferior().read_memory(addr, n))
 
 
-def _read_words(addr, n):
-    """n unsigned 64-bit little-endian words at addr."""
-    mem = _read(addr, 8 * n)
-    return [int.from_bytes(mem[8 * i:8 * i + 8], "little") for i in range(n)]
-
-
 def _registries():
     """[(objfile or None, greenlet__threads head)] of every objfile holding
     the core (a program may link the library more than once, e.g. a Python
@@ -409,7 +403,9 @@ class GreenletUnwinder(Unwinder):
         sp = gdb.Value(self.frame_sp).cast(gdb.lookup_type("unsigned long"))
         info = pending_frame.create_unwind_info(_FrameId(sp, pc))
         for name, value in self.regs:
-            info.add_saved_register(name, value)
+            # As the register's own type: its size is what gdb checks.
+            rtype = pending_frame.read_register(name).type
+            info.add_saved_register(name, gdb.Value(value).cast(rtype))
         return info
 
 
@@ -417,30 +413,70 @@ _unwinder = GreenletUnwinder()
 register_unwinder(None, _unwinder, replace=True)
 
 
+def _seq(fmt, first, n, offset, step):
+    """[(register name, offset)] of n registers stored one after another."""
+    return [(fmt % (first + i), offset + step * i) for i in range(n)]
+
+
+# The switch frames (src/context_<isa>.S): a suspended greenlet's context is
+# the stack pointer its switch stored; the callee-saved registers gdb needs
+# to unwind and the return address are stored from there.  Per ISA, matched
+# on gdb's architecture name: [(register, byte offset from the saved sp)],
+# then the stack pointer's name and its value once the switch returned
+# (saved sp + N).  The return address is given as the caller's pc (and its
+# link register where it has one).  Words are the target's unsigned long,
+# in its byte order.
+_SWITCH_FRAMES = [
+    # sp+0 MXCSR/x87 CW, +8 r15 r14 r13 r12 rbx rbp, +56 return address
+    (r"i386:x86-64", [("r15", 8), ("r14", 16), ("r13", 24), ("r12", 32),
+                       ("rbx", 40), ("rbp", 48), ("rip", 56)], "rsp", 64),
+    # sp+0 x29 x30, +16 x19..x28, +96 d8..d15
+    (r"aarch64", [("x29", 0), ("x30", 8), ("pc", 8)] + _seq("x%d", 19, 10, 16, 8),
+     "sp", 160),
+    # sp+0 MXCSR, +4 x87 CW, +8 edi esi ebx ebp, +24 return address
+    (r"i386(:intel)?$", [("edi", 8), ("esi", 12), ("ebx", 16), ("ebp", 20),
+                         ("eip", 24)], "esp", 28),
+    # sp+0 d8..d15, +64 FPSCR, +68 r4..r11 (r11 the frame pointer), +100 lr
+    # (bit 0 set for a Thumb caller: _arm_thumb below)
+    (r"arm", _seq("r%d", 4, 8, 68, 4) + [("lr", 100), ("pc", 100)], "sp", 104),
+    # ELFv2: sp+0 back chain, +8 CR, +16 LR, +24 r2 (TOC), +48 r14..r31, ...
+    (r"powerpc:common64$", [("lr", 16), ("pc", 16), ("r2", 24)]
+     + _seq("r%d", 14, 18, 48, 8), "r1", 528),
+    # sp+0 f8..f15, +64 FPC, +72 the switcher's frame: r6..r14 at +48 in its
+    # register save area; r14 the return address
+    (r"s390:64-bit$", _seq("r%d", 6, 9, 120, 8) + [("pswa", 184), ("pc", 184)],
+     "r15", 72),
+    # sp+0 ra, +8 s0 (fp) .. s11, +104 fs0..fs11, +200 frm
+    (r"riscv:rv64$", [("ra", 0), ("pc", 0), ("fp", 8)] + _seq("s%d", 1, 11, 16, 8),
+     "sp", 208),
+]
+
+
+def _switch_frame(arch):
+    for pattern, regs, sp_name, sp_delta in _SWITCH_FRAMES:
+        if re.match(pattern, arch):
+            return regs, sp_name, sp_delta
+    raise CgreenletError("cgreenlet: unsupported architecture %s (the "
+                         "extension decodes the switch frames of x86-64, "
+                         "AArch64, i386, ARM, ppc64le, s390x and riscv64)"
+                         % arch)
+
+
 def _context_registers(g):
     """The registers of the frame that called the switch, from g's saved
-    context: [(name, gdb.Value)], and the saved stack pointer."""
+    context: [(name, int)], and the saved stack pointer."""
     arch = gdb.selected_inferior().architecture().name()
-    ulong = gdb.lookup_type("unsigned long")
     ctx = g.value["ctx"]
     names = [f.name for f in ctx.type.strip_typedefs().fields()]
-    v = lambda x: gdb.Value(x).cast(ulong)
     if "sp" in names:  # assembly back end: one saved word, the rest pushed
         sp = _ptr(ctx["sp"])
-        if "x86-64" in arch:
-            # sp+0 MXCSR/x87 CW, +8 r15 r14 r13 r12 rbx rbp, +56 return addr
-            w = _read_words(sp, 8)
-            regs = [("r15", w[1]), ("r14", w[2]), ("r13", w[3]), ("r12", w[4]),
-                    ("rbx", w[5]), ("rbp", w[6]), ("rip", w[7]),
-                    ("rsp", sp + 64)]
-        elif "aarch64" in arch:
-            # sp+0 x29 x30, +16 x19..x28, +96 d8..d15; 160 bytes popped
-            w = _read_words(sp, 12)
-            regs = [("x29", w[0]), ("x30", w[1]), ("pc", w[1]),
-                    ("sp", sp + 160)]
-            regs += [("x%d" % (19 + i), w[2 + i]) for i in range(10)]
-        else:
-            raise CgreenletError("cgreenlet: unsupported architecture %s" % arch)
+        layout, sp_name, sp_delta = _switch_frame(arch)
+        word = gdb.lookup_type("unsigned long").pointer()
+        regs = [(n, _ptr(gdb.Value(sp + off).cast(word).dereference()))
+                for n, off in layout]
+        regs.append((sp_name, sp + sp_delta))
+        if re.match(r"arm", arch):
+            regs = _arm_thumb(regs)
     else:  # ucontext back end: swapcontext saved the registers
         gregs = ctx["uc"]["uc_mcontext"]["gregs"]
         if "x86-64" not in arch:
@@ -450,7 +486,16 @@ def _context_registers(g):
                "rsp": 15, "rip": 16}
         regs = [(n, int(gregs[i])) for n, i in idx.items()]
         sp = int(gregs[15])
-    return [(n, v(x)) for n, x in regs], sp
+    return regs, sp
+
+
+def _arm_thumb(regs):
+    """A Thumb caller's return address has bit 0 set: the pc is without
+    it, and the CPSR's T bit (0x20) says which state the caller runs in."""
+    lr = dict(regs)["lr"]
+    cpsr = int(gdb.selected_frame().read_register("cpsr")) & ~0x20
+    return ([(n, x & ~1 if n == "pc" else x) for n, x in regs]
+            + [("cpsr", cpsr | (0x20 if lr & 1 else 0))])
 
 
 _FRAME_LINE = re.compile(r"^#(\d+)(\s+)")
@@ -547,6 +592,10 @@ def _bt_borrowed(g, bt_args, regs, sp):
             frames.append((f, _renumber(txt, lvl - skip - 1)))
             if f is not None:
                 f = f.older()
+        if not frames and "More stack frames" not in text:
+            # gdb refused the registers (bt printed only the borrowed frame)
+            raise CgreenletError("cgreenlet: gdb cannot unwind greenlet %d "
+                                 "from its saved registers" % g.id)
         return _apply_hooks(g, frames)
     finally:
         _unwinder.regs = None

@@ -88,14 +88,18 @@ run_one() { # ISA [suite args...]
   CGREENLET_TEST_QEMU=1 CGREENLET_TEST_LIGHT=${CGREENLET_TEST_LIGHT:-0} \
     CGREENLET_GUARD=${CGREENLET_GUARD:-mprotect} \
     "qemu-$q" "$bin" --jobs "${JOBS:-2}" "$@" || return 1
-  # gdb's backtrace inside a greenlet, through qemu's gdbstub.  The gdb
-  # extension (info greenlets) knows x86-64 and AArch64 frames only: not
-  # run here.
+  # gdb's backtrace inside a greenlet, and the gdb extension (info
+  # greenlets, greenlet bt), through qemu's gdbstub; the kernel-core mode on
+  # qemu's own core of the -no-pie build (tests/gdb_greenlets.sh says why).
   [ $# -eq 0 ] || return 0
-  build "$isa" gdb-target || return 1
-  echo "-- gdb-multiarch on qemu-$q -g: tests/gdb_bt.sh (the gdb extension's" \
-    "tests are skipped: it reads x86-64 and AArch64 switch frames only)"
-  CGREENLET_GDB_QEMU=qemu-$q tests/gdb_bt.sh "build/$t/tests/gdb-target"
+  build "$isa" gdb-target gdb-greenlets || return 1
+  local b=build/$t/tests
+  echo "-- gdb-multiarch on qemu-$q -g: tests/gdb_bt.sh, tests/gdb_greenlets.sh, tests/gdb_shared.sh"
+  local -x CGREENLET_GDB_QEMU=qemu-$q
+  tests/gdb_bt.sh "$b/gdb-target" &&
+    CGREENLET_GDB_CORE_BIN=$b/gdb-greenlets-target-nopie tests/gdb_greenlets.sh \
+      "$b/gdb-greenlets-target" "$b/gdb-greenlets-target-shared" "build/$t/libcgreenlet.so" &&
+    tests/gdb_shared.sh "$b/gdb-shared-target"
 }
 
 isa=${1:-}

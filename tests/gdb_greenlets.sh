@@ -17,6 +17,17 @@
 # In each, `info greenlets` must list every greenlet of the three threads
 # with the right state, thread and parent, and `greenlet bt` must show the
 # functions each one is parked in, and only those.
+#
+# With CGREENLET_GDB_QEMU=qemu-<isa> (scripts/test-cross.sh), the programs
+# run under that qemu-user's gdbstub (qemu -g PORT) and gdb-multiarch
+# attaches to it; its threads are the gdbstub's threads.  There:
+#   gcore    runs only if the gdbstub gives gdb the process's memory map
+#            (else gcore would save the program's own sections alone);
+#   kernel   the core is the one qemu-user writes for its guest
+#            (qemu_<prog>_<time>_<pid>.core), of CGREENLET_GDB_CORE_BIN,
+#            the program built -no-pie (skipped without it): qemu-user
+#            leaves read-only file mappings out of its cores, so gdb cannot
+#            find where a PIE was loaded.
 set -uo pipefail
 abspath() { [ -z "$1" ] || echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 bin=$(abspath "$1")
@@ -24,8 +35,12 @@ shared_bin=$(abspath "${2:-}")
 libso=$(abspath "${3:-}")
 here=$(cd "$(dirname "$0")" && pwd)
 ext=$here/../gdb/cgreenlet-gdb.py
+qemu=${CGREENLET_GDB_QEMU:-}
+core_bin=$(abspath "${CGREENLET_GDB_CORE_BIN:-}")
+[ -n "$qemu" ] || core_bin=${core_bin:-$bin}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+qpid=
+trap 'reap; rm -rf "$tmp"' EXIT
 fails=0
 
 # The commands run in every mode, each output section after a marker.
@@ -84,8 +99,15 @@ check_bt() { # mode out name expected-frames... (innermost first, a prefix)
 }
 
 check() { # mode output
-  local mode=$1 out=$2 info m1 mw mx r
-  if grep -qE 'Python Exception|Traceback|corrupt stack|Cannot access memory|^Error' <<<"$out"; then
+  local mode=$1 out=$2 info m1 mw mx r clean
+  # gdb ends the backtrace of a thread's own stack in libc's thread start
+  # with "corrupt stack?" on armhf, as a plain bt of any thread does there:
+  # not the extension's error (the worker's main greenlet shows it).
+  clean=$(awk '/^Backtrace stopped: previous frame identical to this frame \(corrupt stack\?\)$/ &&
+               prev ~ / from [^ ]*\/libc\.so\.6$/ {next} {prev = $0; print}' <<<"$out")
+  [ "$clean" = "$out" ] || echo "gdb_greenlets [$mode]: note: gdb stops in libc's" \
+    "thread start with 'corrupt stack?' (as a plain bt of a thread does here)"
+  if grep -qE 'Python Exception|Traceback|corrupt stack|Cannot access memory|^Error|cgreenlet: gdb cannot' <<<"$clean"; then
     fail "$mode" "errors in the output" "$out"
     return
   fi
@@ -110,6 +132,10 @@ check() { # mode output
   mw=$(sed -E 's/^[ *]+//; s/ {2,}/|/g' <<<"$info" |
          awk -F'|' -v t="$wthread" '$7 == "(main)" && $2 == t')
   idw=$(field "$mw" 1)
+  # gdb knows both live threads (through qemu-user's gdbstub too).
+  [[ "$(field "$m1" 2)" =~ ^1\ \(LWP\ [0-9]+\)$ && "$wthread" =~ ^[0-9]+\ \(LWP\ [0-9]+\)$ &&
+     "$wthread" != "$(field "$m1" 2)" ]] ||
+    fail "$mode" "gdb does not know the main thread and the worker as threads" "$info"
   [ "$(field "$mw" 3)" = suspended ] || fail "$mode" "worker's main not suspended" "$info"
   # name state parent-id thread
   while read -r n st par th; do
@@ -154,40 +180,125 @@ EOF
   echo "gdb_greenlets [$mode]: checked"
 }
 
-gdbb() { timeout 300 gdb -nx -batch "$@" 2>&1; }
+if [ -n "$qemu" ]; then
+  gdbb() { timeout 300 gdb-multiarch -nx -batch -iex 'set sysroot /' "$@" 2>&1; }
+else
+  gdbb() { timeout 300 gdb -nx -batch "$@" 2>&1; }
+fi
+reap() { [ -z "$qpid" ] || { kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null; qpid=; }; }
+
+# start BIN: sets STOP to the gdb arguments that bring BIN to the
+# breakpoint on stop_here.  Natively gdb runs it; under qemu-user, BIN
+# starts now under the gdbstub (the environment reaches the guest) and gdb
+# attaches to it.
+start() {
+  STOP=(-ex 'break stop_here')
+  if [ -z "$qemu" ]; then STOP+=(-ex run); return; fi
+  local port hex n=0
+  port=$((20000 + RANDOM % 20000))
+  "$qemu" -g "$port" "$1" >/dev/null 2>&1 &
+  qpid=$!
+  hex=$(printf '%04X' "$port")
+  until grep -q ":$hex 00000000:0000 0A" /proc/net/tcp 2>/dev/null || [ $n -ge 100 ]; do
+    sleep 0.1
+    n=$((n + 1))
+  done
+  STOP=("${TDESC[@]}" -ex "target remote 127.0.0.1:$port" "${STOP[@]}" -ex continue)
+}
+
+# qemu-i386's target description lacks the org.gnu.gdb.i386.linux feature
+# (orig_eax), without which gdb 13 sets up none of its GNU/Linux support
+# for i386: no shared libraries, so neither libc's frames nor auto-load.
+# The live sessions give gdb qemu's own description with that feature.
+TDESC=()
+if [ "$qemu" = qemu-i386 ]; then
+  start "$bin"
+  xml=$(gdbb "${STOP[@]:0:2}" -ex 'maint print xml-tdesc' -ex kill "$bin" |
+          sed -n '/^<?xml/,/^<\/target>/p')
+  reap
+  n=$(grep -c '<reg ' <<<"$xml")
+  if grep -q '<architecture>i386</architecture>' <<<"$xml" &&
+     ! grep -q 'org.gnu.gdb.i386.linux' <<<"$xml"; then
+    sed "s|^</target>|  <feature name=\"org.gnu.gdb.i386.linux\">\n    <reg name=\"orig_eax\" bitsize=\"32\" type=\"int\" regnum=\"$n\"/>\n  </feature>\n</target>|" \
+      <<<"$xml" >"$tmp/tdesc.xml"
+    TDESC=(-ex "set tdesc filename $tmp/tdesc.xml")
+    echo "gdb_greenlets: $qemu's target description lacks org.gnu.gdb.i386.linux" \
+      "(orig_eax), without which gdb sets up no GNU/Linux support (no shared" \
+      "libraries): gdb gets qemu's description with that feature added"
+  fi
+fi
 
 # 1. live, and 2. gcore of the same stop (mprotect guards, see above).
 # The hook for extra frames (gdb/cgreenlet-gdb.py, register_bt_hook): one
 # keyed by beta's run function shows in beta's backtrace only.
 hook='python import cgreenlet_gdb; cgreenlet_gdb.register_bt_hook(lambda g, f: [(None, "#-  <extra frame of %s>\n" % g.name)] + f, run="beta_run")'
-out=$(gdbb -iex "source $ext" -ex 'break stop_here' -ex run "${cmds[@]}" \
+probe=()
+[ -z "$qemu" ] || probe=(-ex 'echo @@threads\n' -ex 'info threads'
+                         -ex 'echo @@maps\n' -ex 'info proc mappings')
+start "$bin"
+out=$(gdbb -iex "source $ext" "${STOP[@]}" "${cmds[@]}" \
         -ex "$hook" -ex 'echo @@hookbeta\n' -ex 'greenlet bt beta' \
-        -ex 'echo @@hookalpha\n' -ex 'greenlet bt alpha' -ex 'echo @@end\n' \
-        -ex kill "$bin")
+        -ex 'echo @@hookalpha\n' -ex 'greenlet bt alpha' "${probe[@]}" \
+        -ex 'echo @@end\n' -ex kill "$bin")
+reap
 check live "$out"
 if ! grep -q '^#-  <extra frame of beta>' <<<"$(section "$out" hookbeta)" ||
    grep -q 'extra frame' <<<"$(section "$out" hookalpha)"; then
   fail live "the bt hook keyed by beta_run did not apply to beta alone" "$out"
 fi
-out=$(CGREENLET_GUARD=mprotect gdbb -ex 'break stop_here' -ex run \
-        -ex "gcore $tmp/gcore" -ex kill "$bin")
-if [ -s "$tmp/gcore" ]; then
-  check gcore "$(gdbb -iex "source $ext" "${cmds[@]}" "$bin" "$tmp/gcore")"
+if [ -n "$qemu" ]; then
+  echo "gdb_greenlets [live]: gdb-multiarch sees $(section "$out" threads |
+    grep -cE '^[* ] +[0-9]+ +Thread ') threads through $qemu's gdbstub"
+fi
+if [ -n "$qemu" ] && grep -q 'unable to open /proc file' <<<"$(section "$out" maps)"; then
+  echo "gdb_greenlets [gcore]: skipped ($qemu's gdbstub gives gdb no memory map" \
+    "of the process (no /proc/PID/maps through it), so gcore would save the" \
+    "program's own sections and none of the heap or greenlet stacks)"
 else
-  fail gcore "gcore wrote no core" "$out"
+  CGREENLET_GUARD=mprotect start "$bin"
+  out=$(CGREENLET_GUARD=mprotect gdbb "${STOP[@]}" -ex "gcore $tmp/gcore" -ex kill "$bin")
+  reap
+  if [ -s "$tmp/gcore" ]; then
+    check gcore "$(gdbb -iex "source $ext" "${cmds[@]}" "$bin" "$tmp/gcore")"
+  else
+    fail gcore "gcore wrote no core" "$out"
+  fi
 fi
 
-# 3. a kernel core.
+# 3. a kernel core; under qemu-user, the core qemu writes for its guest.
 pattern=$(cat /proc/sys/kernel/core_pattern 2>/dev/null || echo '|')
-if [[ "$pattern" == \|* ]] || ! (ulimit -c unlimited) 2>/dev/null; then
+if [ -n "$qemu" ] && [ -z "$core_bin" ]; then
+  echo "gdb_greenlets [kernel]: skipped (no CGREENLET_GDB_CORE_BIN: qemu-user's" \
+    "cores leave out read-only file mappings, so gdb cannot place a PIE)"
+elif ! (ulimit -c unlimited) 2>/dev/null; then
+  echo "gdb_greenlets [kernel]: skipped (ulimit -c cannot be raised)"
+elif [ -z "$qemu" ] && [[ "$pattern" == \|* ]]; then
   echo "gdb_greenlets [kernel]: skipped (core_pattern '$pattern' or ulimit -c)"
 else
-  { (cd "$tmp" && ulimit -c unlimited && exec "$bin" abort) >/dev/null 2>&1; } 2>/dev/null
-  core=$(find "$tmp" -maxdepth 1 -name 'core*' -newer "$ext" ! -name gcore | head -n 1)
-  if [ -z "$core" ]; then
-    echo "gdb_greenlets [kernel]: skipped (no core in $tmp; core_pattern '$pattern')"
+  mkdir -p "$tmp/k"
+  if [ -n "$qemu" ]; then
+    # qemu-user dumps the guest, then dies of the signal itself: a
+    # directory named core keeps the kernel from dumping qemu too.
+    mkdir -p "$tmp/k/core"
+    { (cd "$tmp/k" && ulimit -c unlimited && exec "$qemu" "$core_bin" abort) >/dev/null 2>&1; } 2>/dev/null
+    core=$(find "$tmp/k" -maxdepth 1 -name 'qemu_*.core' | head -n 1)
   else
-    check kernel "$(gdbb -iex "source $ext" "${cmds[@]}" "$bin" "$core")"
+    { (cd "$tmp/k" && ulimit -c unlimited && exec "$bin" abort) >/dev/null 2>&1; } 2>/dev/null
+    core=$(find "$tmp/k" -maxdepth 1 -name 'core*' | head -n 1)
+  fi
+  if [ -z "$core" ] && [ -n "$qemu" ] && ! grep -qa 'qemu_%s_%s_%d.core' "$(command -v "$qemu")"; then
+    echo "gdb_greenlets [kernel]: skipped ($qemu writes no core files: qemu-user" \
+      "has no ELF core dump for this target)"
+  elif [ -z "$core" ] && [ -n "$qemu" ]; then
+    fail kernel "$qemu wrote no core of $core_bin in $tmp/k" ""
+  elif [ -z "$core" ]; then
+    echo "gdb_greenlets [kernel]: skipped (no core in $tmp/k; core_pattern '$pattern')"
+  else
+    [ -z "$qemu" ] || [ "$core_bin" = "$bin" ] || echo "gdb_greenlets [kernel]:" \
+      "on $qemu's own core of $(basename "$core_bin") (built -no-pie: qemu-user's" \
+      "cores leave out read-only file mappings, the program headers among them," \
+      "so gdb cannot find where a PIE was loaded)"
+    check kernel "$(gdbb -iex "source $ext" "${cmds[@]}" "$core_bin" "$core")"
   fi
 fi
 
@@ -198,9 +309,11 @@ if [ -n "$shared_bin" ]; then
   mkdir -p "$tmp/lib" "$tmp/auto$tmp/lib"
   cp "$libso" "$tmp/lib/libcgreenlet.so.0"
   cp "$ext" "$tmp/auto$tmp/lib/libcgreenlet.so.0-gdb.py"
+  LD_LIBRARY_PATH=$tmp/lib start "$shared_bin"
   out=$(LD_LIBRARY_PATH=$tmp/lib gdbb -iex "set auto-load scripts-directory $tmp/auto" \
           -iex "set auto-load safe-path $tmp/auto" \
-          -ex 'break stop_here' -ex run "${cmds[@]}" -ex kill "$shared_bin")
+          "${STOP[@]}" "${cmds[@]}" -ex kill "$shared_bin")
+  reap
   check autoload "$out"
 fi
 

@@ -23,6 +23,10 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #define CHECK(x)                                                               \
   do {                                                                         \
@@ -96,6 +100,7 @@ static int finished_run(greenlet_t *self, void *arg, void **result) {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static int worker_parked, release_worker;
+static long worker_tid;
 
 __attribute__((noinline)) static int gamma_leaf(greenlet_t *self, int x) {
   int rc = greenlet_switch(greenlet_parent(self), NULL, NULL);
@@ -118,6 +123,7 @@ static int gamma_run(greenlet_t *self, void *arg, void **result) {
 
 __attribute__((noinline)) static void delta_block(void) {
   pthread_mutex_lock(&lock);
+  worker_tid = syscall(SYS_gettid);
   worker_parked = 1;
   pthread_cond_broadcast(&cond);
   while (!release_worker)
@@ -147,6 +153,25 @@ __attribute__((noinline)) static void *worker(void *arg) {
   CHECK(greenlet_destroy(gamma, 0));
   CHECK(greenlet_destroy(delta, 0));
   return NULL;
+}
+
+/* Waits (10 s at most) until the worker sleeps in pthread_cond_wait's
+ * futex: until then it may be anywhere in libc's condition variable code,
+ * which gdb cannot unwind through on every ISA (armhf's libc). */
+static void wait_worker_asleep(void) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", worker_tid);
+  for (int i = 0; i < 2000; i++) {
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+      fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p || (p[1] == ' ' && p[2] == 'S'))
+      return;
+    nanosleep(&(struct timespec){0, 5000000}, NULL);
+  }
 }
 
 /* ---- a thread that exits, leaving a record behind ------------------- */
@@ -182,6 +207,7 @@ int main(int argc, char **argv) {
   while (!worker_parked)
     pthread_cond_wait(&cond, &lock);
   pthread_mutex_unlock(&lock);
+  wait_worker_asleep();
 
   stop_here();
 
