@@ -301,6 +301,11 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
   (void)arg;
   (void)result;
   PyGreenlet *self = greenlet_userdata(core);
+  /* A record released unstarted (cg_ensure_core moved its greenlet to
+   * another thread) that a finishing child of this thread starts before the
+   * owner drains it: it passes the outcome on, as a dead greenlet does. */
+  if (!self)
+    return GREENLET_OK;
   cg_impl *me = self->pimpl;
   cg_thread *th = me->thread;
   PyThreadState *ts = th->tstate;
@@ -415,6 +420,13 @@ static int green_run(greenlet_t *core, void *arg, void **result) {
  */
 int cg_ensure_core(cg_thread *th, PyGreenlet *g) {
   cg_impl *i = g->pimpl;
+  /* One never started whose core another thread made (a child that started
+   * there needed it as its parent) starts, or becomes a parent, where its
+   * parent chain now leads, as in stock greenlet (the callers checked that
+   * chain): it gets a core here, and the old record dies on its own thread
+   * (cg_release_core); children there pass through it to its parent. */
+  if (i->core && i->thread != th && !i->is_main && !g_started(i))
+    cg_release_core(i);
   if (i->core)
     return 0;
   PyGreenlet *p = i->parent;

@@ -176,6 +176,9 @@ void cg_release_core(cg_impl *i) {
   i->core = NULL;
   if (!core || i->is_main)
     return;
+  /* Now, even when the owner destroys it later (under the GIL, as every
+   * reader of userdata is). */
+  greenlet_set_userdata(core, NULL);
   cg_thread *owner = i->thread;
   if (owner && owner != cg_tls) {
     if (owner->ncore_free == owner->core_free_cap) {
@@ -190,7 +193,6 @@ void cg_release_core(cg_impl *i) {
     owner->core_free[owner->ncore_free++] = core;
     return;
   }
-  greenlet_set_userdata(core, NULL);
   greenlet_destroy(core, GREENLET_DESTROY_DISCARD);
 }
 

@@ -10,7 +10,7 @@ import pytest
 import greenlet
 from greenlet import greenlet as Greenlet, getcurrent, GreenletExit
 
-from cgl_support import stock_limitation
+from cgl_support import explain, run_code, stock_limitation
 
 WAIT = 10  # seconds; every Event wait is bounded
 
@@ -316,3 +316,76 @@ def test_switch_interval_preemption_does_not_confuse_switching():
         _run_threads(body, 6)
     finally:
         sys.setswitchinterval(old)
+
+
+def test_unstarted_parent_with_core_here_starts_in_other_thread():
+    # g2 never started, but it got a core here as the parent of g4, which
+    # started here.  Another thread gives g2 a parent of its own and starts
+    # it there: stock decides by the parent chain and allows it (the soak's
+    # seed-soak1796539772-341 threw into it), so g2 must move to that
+    # thread, and g4, still parked here, must still be killable here.
+    main = getcurrent()
+    seen = {}
+    g2 = Greenlet(lambda v: ("g2 ran", v, threading.get_ident()))
+
+    def run4():
+        main.switch("g4 parked")
+        return "g4 resumed"   # never reached: killed below
+
+    g4 = Greenlet(run4, parent=g2)
+    assert g4.switch() == "g4 parked"
+
+    def other():
+        g3 = Greenlet(lambda v: ("g3 got", v))
+        g2.parent = g3
+        seen["result"] = g2.switch("x")
+        seen["ident"] = threading.get_ident()
+        seen["g2 dead"] = g2.dead
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(WAIT)
+    assert not t.is_alive()
+    assert seen["result"] == ("g3 got", ("g2 ran", "x", seen["ident"]))
+    assert seen["g2 dead"]
+    # g4 is still this thread's, parked; given a live parent here, it can
+    # be killed here.  (Left with g2's dead chain, stock aborts the process
+    # on that kill: see the next test.)
+    assert not g4.dead
+    g4.parent = main
+    assert isinstance(g4.throw(), GreenletExit)
+    assert g4.dead
+    assert getcurrent() is main
+
+
+_KILL_UNDER_MOVED_PARENT = '''
+import threading
+from greenlet import greenlet as Greenlet, getcurrent, GreenletExit
+main = getcurrent()
+g2 = Greenlet(lambda v: v)
+def run4():
+    main.switch("parked")
+g4 = Greenlet(run4, parent=g2)
+assert g4.switch() == "parked"
+def other():
+    g2.parent = Greenlet(lambda v: v)
+    g2.switch("x")
+t = threading.Thread(target=other)
+t.start()
+t.join()
+# g4's parents are all dead or on the thread that has exited.
+r = g4.throw()
+assert isinstance(r, GreenletExit) and g4.dead and getcurrent() is main, r
+print("ok")
+'''
+
+
+@stock_limitation("a greenlet whose parents are all dead or of an exited "
+                  "thread aborts the process when it finishes ('ran out of "
+                  "parent greenlets while propagating exception')")
+def test_kill_under_parent_moved_to_exited_thread():
+    # The moved parent's old record here is dead: the outcome passes through
+    # it to this thread's main greenlet, as through any dead greenlet,
+    # where stock greenlet (2.0.2 and 3.5.6) calls Py_FatalError.
+    proc = run_code(_KILL_UNDER_MOVED_PARENT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", explain(proc)
