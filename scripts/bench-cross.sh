@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # bench-cross.sh [--reps N] [ISA...] - the core's switch, create and park
 # costs on each cross ISA under qemu-user (default: aarch64 i386 arm ppc64le
-# s390x riscv64) against Boost.Context built for the same ISA, as `make
-# bench` does natively, and against the core's own ucontext back end; all
-# measured in the same run on the same emulated CPU, the programs
+# s390x riscv64 x86_64) against Boost.Context built for the same ISA, as
+# `make bench` does natively, and against the core's own ucontext back end;
+# all measured in the same run on the same emulated CPU, the programs
 # interleaved, the medians of N runs (default 5).
 #
 # Under emulation an absolute figure says how fast qemu's translator is, not
 # the ISA: only a ratio to an anchor on the same emulated CPU means
-# anything.  The ucontext ratio is skewed against ucontext, whose
-# swapcontext makes a sigprocmask system call per switch, which qemu-user
-# emulates at a higher price than a kernel charges.
+# anything, and even a ratio is qemu's weighting of the work, not a
+# processor's (TCG makes every indirect branch and return a lookup, and
+# emulates atomics and system calls dearly).  The x86_64 rows measure that:
+# the same x86-64 binaries natively and under qemu-x86_64, in the same run.
+# The ucontext ratio is skewed against ucontext, whose swapcontext makes a
+# sigprocmask system call per switch, which qemu-user emulates at a higher
+# price than a kernel charges.
 #
 # Boost.Context, as in bench/bench_boost.cpp (the program `make bench` runs):
 #  * built with Debian's g++ cross compiler (g++-<triplet>) against Debian's
@@ -45,6 +49,7 @@ if [ "${1:-}" = --reps ]; then REPS=${2:?--reps needs a number}; shift 2; fi
 case "$REPS" in ''|*[!0-9]*|0) echo "bench-cross.sh: --reps wants a positive number" >&2; exit 2 ;; esac
 ISAS=("$@")
 [ ${#ISAS[@]} -gt 0 ] || ISAS=(aarch64 i386 arm ppc64le s390x riscv64)
+if [ $# -eq 0 ] && [ "$(uname -m)" = x86_64 ]; then ISAS+=(x86_64); fi
 
 info() { # ISA -> TRIPLET DEBARCH QEMU LDSO MULTIARCH BOOST_JUMP_OBJECT|-
   case "$1" in
@@ -54,6 +59,9 @@ info() { # ISA -> TRIPLET DEBARCH QEMU LDSO MULTIARCH BOOST_JUMP_OBJECT|-
     ppc64le) echo "powerpc64le-linux-gnu ppc64el ppc64le ld64.so.2 powerpc64le-linux-gnu jump_ppc64_sysv_elf_gas.o" ;;
     s390x) echo "s390x-linux-gnu s390x s390x ld64.so.1 s390x-linux-gnu jump_s390x_sysv_elf_gas.o" ;;
     riscv64) echo "riscv64-linux-gnu riscv64 riscv64 ld-linux-riscv64-lp64d.so.1 riscv64-linux-gnu -" ;;
+    # The host's own toolchain, libc and Boost: the calibration rows.
+    x86_64) [ "$(uname -m)" = x86_64 ] || { echo "bench-cross.sh: x86_64 is the calibration on an x86-64 host" >&2; return 1; }
+      echo "x86_64-linux-gnu amd64 x86_64 - x86_64-linux-gnu jump_x86_64_sysv_elf_gas.o" ;;
     *) echo "bench-cross.sh: unknown ISA $1" >&2; return 1 ;;
   esac
 }
@@ -66,8 +74,12 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep "install ok i
 missing=()
 for isa in "${ISAS[@]}"; do
   read -r t a q l m j <<<"$(info "$isa")"
-  pkgs=(make "gcc-$t" "libc6-dev-$a-cross" qemu-user)
-  [ "$j" = - ] || pkgs+=("g++-$t" libboost1.74-dev)
+  if [ "$isa" = x86_64 ]; then
+    pkgs=(make gcc g++ libboost-context1.74-dev qemu-user)
+  else
+    pkgs=(make "gcc-$t" "libc6-dev-$a-cross" qemu-user)
+    [ "$j" = - ] || pkgs+=("g++-$t" libboost1.74-dev)
+  fi
   for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -143,12 +155,14 @@ sysroot_boost() { # DEBARCH -> prints the sysroot, unpacked from the cache
 }
 
 # ---- build -----------------------------------------------------------------
+t_build=$SECONDS
 OUT=build/bench-cross
 mkdir -p "$OUT"
 declare -A HAS_BOOST=() BOOST_NOTE=()
 for isa in "${ISAS[@]}"; do
   read -r t a q l m j <<<"$(info "$isa")"
   link=(-Wl,--dynamic-linker=/usr/$t/lib/$l -Wl,-rpath=/usr/$t/lib)
+  [ "$isa" = x86_64 ] && link=()
   for ctx in asm ucontext; do
     b=build/$t-bench-$ctx
     make -s lib CROSS="$t-" CONTEXT=$ctx VALGRIND=0 BUILD=$b >/dev/null
@@ -160,31 +174,44 @@ for isa in "${ISAS[@]}"; do
     continue
   fi
   [ -n "$BOOST_VER" ] || BOOST_VER=$(dpkg-query -W -f='${Version}' libboost1.74-dev)
-  fetch_boost "$a"
-  sys=$(sysroot_boost "$a")
-  lib=$sys/usr/lib/$m
+  if [ "$isa" = x86_64 ]; then # the host's Boost, as make bench uses
+    lib=/usr/lib/$m
+    inc=() # (-isystem /usr/include would break libstdc++'s #include_next)
+  else
+    fetch_boost "$a"
+    sys=$(sysroot_boost "$a")
+    lib=$sys/usr/lib/$m
+    inc=(-isystem "$sys/include")
+  fi
+  static=0
   if [ -f "$lib/libboost_context.a" ]; then
+    static=1
     blib=("$lib/libboost_context.a")
-    ar t "$lib/libboost_context.a" | grep -x "$j" >/dev/null ||
-      die "$isa: $lib/libboost_context.a has no $j ($(ar t "$lib/libboost_context.a" | tr '\n' ' '))"
-    how="static, $j of libboost_context.a"
-  else # not in Debian 12's .debs, but just in case: the shared library
+    members=$("$t-ar" t "$lib/libboost_context.a")
+    grep -x "$j" <<<"$members" >/dev/null ||
+      die "$isa: $lib/libboost_context.a has no $j (it has: $(tr '\n' ' ' <<<"$members"))"
+    how="static, from $j of libboost_context.a"
+  else # not so in Debian 12's .debs, but just in case: the shared library
     blib=(-L"$lib" -lboost_context -Wl,-rpath="$(cd "$lib" && pwd)")
-    how="shared libboost_context.so"
+    how="from the shared libboost_context.so"
   fi
   # RPATH, not RUNPATH: libstdc++ finds the cross libm through it too.
-  "$t-g++" -std=c++14 -O2 -DNDEBUG -Wall -Wextra -Werror -isystem "$sys/include" \
+  "$t-g++" -std=c++14 -O2 -DNDEBUG -Wall -Wextra -Werror "${inc[@]}" \
     bench/bench_boost.cpp "${blib[@]}" -pthread "${link[@]}" -Wl,--disable-new-dtags \
     -o "$OUT/bench_boost-$isa"
-  # The binary must have Boost's own jump_fcontext for this ISA (defined in
-  # it when static), and be an ELF file of that ISA.
-  if [ "${blib[0]}" != -L"$lib" ]; then
+  # The binary must be an ELF file of this ISA and, when static, define
+  # jump_fcontext itself (from the archive's member checked above) and
+  # need no libboost_context.so.
+  if [ $static = 1 ]; then
     "$t-nm" "$OUT/bench_boost-$isa" | grep ' T jump_fcontext$' >/dev/null ||
       die "$isa: bench_boost defines no jump_fcontext"
+    if "$t-readelf" -d "$OUT/bench_boost-$isa" | grep 'NEEDED.*boost' >/dev/null; then
+      die "$isa: bench_boost needs a shared Boost library"
+    fi
   fi
   "$t-objdump" -f "$OUT/bench_boost-$isa" | grep "file format elf.*$(
     case $isa in aarch64) echo aarch64 ;; i386) echo i386 ;; arm) echo littlearm ;;
-      ppc64le) echo powerpcle ;; s390x) echo s390 ;; esac)" >/dev/null || die "$isa: bench_boost is not an $isa binary"
+      ppc64le) echo powerpcle ;; s390x) echo s390 ;; x86_64) echo x86-64 ;; esac)" >/dev/null || die "$isa: bench_boost is not an $isa binary"
   v=$(qemu-"$q" "$OUT/bench_boost-$isa" info | awk '{print $2}')
   HAS_BOOST[$isa]=1
   BOOST_NOTE[$isa]="Boost.Context $v (Debian $BOOST_VER, $a), jump_fcontext $how"
@@ -198,41 +225,57 @@ ns() { awk -v a="$1" 'BEGIN {printf "%.1f", a}'; }
 
 brows=() urows=()
 t_start=$SECONDS
-for isa in "${ISAS[@]}"; do
-  read -r t a q l m j <<<"$(info "$isa")"
-  progs=(asm ucontext)
+t_build=$((t_start - t_build))
+# measure ISA LABEL RUNNER...: one row of each table.
+measure() {
+  local isa=$1 label=$2 p r
+  shift 2
+  local run=("$@")
+  local progs=(asm ucontext)
   [ -n "${HAS_BOOST[$isa]:-}" ] && progs=(asm boost ucontext)
   bin() { case $1 in boost) echo "$OUT/bench_boost-$isa" ;; *) echo "$OUT/bench_c-$isa-$1" ;; esac; }
-  declare -A S=() C=() P=()
+  local -A S=() C=() P=()
   for p in "${progs[@]}"; do S[$p]=; C[$p]=; P[$p]=; done
   for ((r = 0; r < REPS; r++)); do
     for p in "${progs[@]}"; do # interleaved, same conditions for all
-      S[$p]+="$("qemu-$q" "$(bin "$p")" switch 200000) "
-      C[$p]+="$("qemu-$q" "$(bin "$p")" create 20000) "
-      [ "$p" = ucontext ] || P[$p]+="$("qemu-$q" "$(bin "$p")" park 20000) "
+      S[$p]+="$("${run[@]}" "$(bin "$p")" switch 200000) "
+      C[$p]+="$("${run[@]}" "$(bin "$p")" create 20000) "
+      [ "$p" = ucontext ] || P[$p]+="$("${run[@]}" "$(bin "$p")" park 20000) "
     done
   done
+  local sa su ca cu pa sb cb pb
   sa=$(med "${S[asm]}") su=$(med "${S[ucontext]}")
   ca=$(med "${C[asm]}") cu=$(med "${C[ucontext]}")
   pa=$(med "${P[asm]}")
   if [ -n "${HAS_BOOST[$isa]:-}" ]; then
     sb=$(med "${S[boost]}") cb=$(med "${C[boost]}") pb=$(med "${P[boost]}")
-    brows+=("$(printf '| %-8s | %8s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$isa" \
+    brows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
       "$(ns "$sa")" "$(ns "$sb")" "$(ratio "$sa" "$sb")" "$(ns "$ca")" "$(ns "$cb")" "$(ratio "$ca" "$cb")" \
       "$(ns "$pa")" "$(ns "$pb")" "$(ratio "$pa" "$pb")")")
   else
-    brows+=("$(printf '| %-8s | %8s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$isa" \
+    brows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
       "$(ns "$sa")" "-" "-" "$(ns "$ca")" "-" "-" "$(ns "$pa")" "-" "-")")
   fi
-  urows+=("$(printf '| %-8s | %8s | %8s | %7s | %8s | %8s | %7s |' "$isa" \
+  urows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
     "$(ns "$sa")" "$(ns "$su")" "$(ratio "$sa" "$su")" "$(ns "$ca")" "$(ns "$cu")" "$(ratio "$ca" "$cu")")")
-  echo "$isa done" >&2
+  echo "$label done" >&2
+}
+for isa in "${ISAS[@]}"; do
+  read -r t a q l m j <<<"$(info "$isa")"
+  if [ "$isa" = x86_64 ]; then
+    measure "$isa" "x86_64, native" env
+    measure "$isa" "x86_64, qemu" "qemu-$q"
+  else
+    measure "$isa" "$isa" "qemu-$q"
+  fi
 done
 
 echo
-echo "qemu-user $(qemu-aarch64 --version | head -1 | awk '{print $3}') on $(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg) at the end; medians of $REPS interleaved runs ($((SECONDS - t_start)) s of runs)."
+echo "qemu-user $(qemu-aarch64 --version | head -1 | awk '{print $3}') on $(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg) at the end; medians of $REPS interleaved runs (built in $t_build s, $((SECONDS - t_start)) s of runs)."
 echo "EMULATED: an absolute figure measures qemu's translator, not the ISA; only the ratio to an anchor"
-echo "on the same emulated CPU, in the same run, means anything."
+echo "on the same emulated CPU, in the same run, means anything, and even a ratio is qemu's weighting"
+echo "of the work, not a processor's: the x86_64 rows run the same x86-64 binaries natively and under"
+echo "qemu-x86_64, which shows how far emulation moves each ratio."
 echo
 for isa in "${ISAS[@]}"; do echo "  $isa: ${BOOST_NOTE[$isa]}"; done
 echo
@@ -243,13 +286,13 @@ echo "+ kill + destroy (against a suspended fiber destroyed, a forced_unwind exc
 echo "arm: the core also saves FPSCR; ppc64le: Boost 1.74 saves no FPRs, VRs or FPSCR, the core saves"
 echo "f14-f31, v20-v31 and FPSCR (the ELFv2 callee-saved set): its switch does more there."
 echo
-echo "| ISA (emulated) | switch ns | Boost | ratio | create ns | Boost | ratio | park ns | Boost | ratio |"
-echo "| ---      | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| ISA (emulated) | switch ns |  Boost  |  ratio  | create ns |  Boost  |  ratio  | park ns  |  Boost   |  ratio  |"
+echo "| ---            |      ---: |    ---: |    ---: |      ---: |    ---: |    ---: |     ---: |     ---: |    ---: |"
 printf '%s\n' "${brows[@]}"
 echo
 echo "Against the core's own ucontext back end for the same ISA (skewed against ucontext: its"
 echo "swapcontext makes a sigprocmask system call per switch, which qemu-user emulates dearly)."
 echo
-echo "| ISA (emulated) | switch ns | ucontext | ratio | create ns | ucontext | ratio |"
-echo "| ---      | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| ISA (emulated) | switch ns | ucontext |  ratio  | create ns | ucontext |  ratio  |"
+echo "| ---            |      ---: |     ---: |    ---: |      ---: |     ---: |    ---: |"
 printf '%s\n' "${urows[@]}"
