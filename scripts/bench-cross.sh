@@ -36,11 +36,19 @@
 #  * riscv64 has no Boost: it is no Debian 12 architecture.  There the
 #    ucontext anchor only.
 #
-# What each switch saves differs on two ISAs (docs/platforms.md): on armhf
-# the core also keeps FPSCR, and on ppc64el Boost 1.74 saves r14-r31, CR and
-# LR only, none of f14-f31, v20-v31 (callee-saved in ELFv2) or FPSCR, which
-# the core saves.  Boost's switch figure is a raw jump_fcontext ping-pong,
-# the core's a greenlet_switch with a value each way, as natively.
+# What each switch saves differs on three ISAs (docs/platforms.md): on
+# armhf the core also keeps FPSCR; on ppc64el Boost 1.74 saves r14-r31, CR
+# and LR only, none of f14-f31, v20-v31 (callee-saved in ELFv2) or FPSCR,
+# which the core saves; on i386 Boost also saves MXCSR, which the core
+# touches only when built with SSE (Debian's i686 baseline is not).
+# Boost's switch figure is a raw jump_fcontext ping-pong, the core's a
+# greenlet_switch with a value each way, as natively.
+#
+# The clock is each thread's CPU time (CGREENLET_BENCH_CLOCK=thread, read
+# by both programs), not the wall clock `make bench` uses: it leaves out the
+# time a run waits for a CPU, which on a shared machine made the wall-clock
+# figures of the same binary vary by 3x from run to run.
+# CGREENLET_BENCH_CLOCK=monotonic measures wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -218,6 +226,7 @@ for isa in "${ISAS[@]}"; do
 done
 
 # ---- runs ------------------------------------------------------------------
+export CGREENLET_BENCH_CLOCK=${CGREENLET_BENCH_CLOCK:-thread}
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 med() { tr ' ' '\n' <<<"$1" | grep . | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3fx", a/b}'; }
@@ -271,7 +280,8 @@ for isa in "${ISAS[@]}"; do
 done
 
 echo
-echo "qemu-user $(qemu-aarch64 --version | head -1 | awk '{print $3}') on $(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg) at the end; medians of $REPS interleaved runs (built in $t_build s, $((SECONDS - t_start)) s of runs)."
+echo "qemu-user $(qemu-aarch64 --version | head -1 | awk '{print $3}') on $(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg) at the end; medians of $REPS interleaved runs (built in $t_build s, $((SECONDS - t_start)) s of runs),"
+echo "clock: $(case $CGREENLET_BENCH_CLOCK in thread) echo "the measuring thread's CPU time (CLOCK_THREAD_CPUTIME_ID)" ;; *) echo "wall time (CLOCK_MONOTONIC)" ;; esac)."
 echo "EMULATED: an absolute figure measures qemu's translator, not the ISA; only the ratio to an anchor"
 echo "on the same emulated CPU, in the same run, means anything, and even a ratio is qemu's weighting"
 echo "of the work, not a processor's: the x86_64 rows run the same x86-64 binaries natively and under"
@@ -283,8 +293,9 @@ echo "Against Boost.Context (cgreenlet / Boost; below 1 cgreenlet is cheaper). s
 echo "(greenlet_switch with a value, against a raw jump_fcontext); create: ns per create + run to"
 echo "completion + destroy (against a fiber on a pooled_fixedsize_stack); park: ns per create + park"
 echo "+ kill + destroy (against a suspended fiber destroyed, a forced_unwind exception)."
-echo "arm: the core also saves FPSCR; ppc64le: Boost 1.74 saves no FPRs, VRs or FPSCR, the core saves"
-echo "f14-f31, v20-v31 and FPSCR (the ELFv2 callee-saved set): its switch does more there."
+echo "What the switches save differs on three ISAs: arm: the core also saves FPSCR; ppc64le: Boost"
+echo "1.74 saves no FPRs, VRs or FPSCR, the core f14-f31, v20-v31 and FPSCR (ELFv2's callee-saved set);"
+echo "i386: Boost also saves MXCSR (the core only when built with SSE, which Debian's i686 is not)."
 echo
 echo "| ISA (emulated) | switch ns |  Boost  |  ratio  | create ns |  Boost  |  ratio  | park ns  |  Boost   |  ratio  |"
 echo "| ---            |      ---: |    ---: |    ---: |      ---: |    ---: |    ---: |     ---: |     ---: |    ---: |"
