@@ -171,9 +171,12 @@ for isa in "${ISAS[@]}"; do
   read -r t a q l m j <<<"$(info "$isa")"
   link=(-Wl,--dynamic-linker=/usr/$t/lib/$l -Wl,-rpath=/usr/$t/lib)
   [ "$isa" = x86_64 ] && link=()
-  for ctx in asm ucontext; do
+  for ctx in asm nofpu ucontext; do # nofpu: the switch without the FP control word
     b=build/$t-bench-$ctx
-    make -s lib CROSS="$t-" CONTEXT=$ctx VALGRIND=0 BUILD=$b >/dev/null
+    case $ctx in
+      nofpu) make -s lib CROSS="$t-" FPU_SAVE=0 VALGRIND=0 BUILD=$b >/dev/null ;;
+      *) make -s lib CROSS="$t-" CONTEXT=$ctx VALGRIND=0 BUILD=$b >/dev/null ;;
+    esac
     "$t-gcc" -std=c11 -O2 -Wall -Wextra -Werror -Iinclude bench/bench_c.c \
       "$b/libcgreenlet.a" -pthread "${link[@]}" -o "$OUT/bench_c-$isa-$ctx"
   done
@@ -240,30 +243,31 @@ measure() {
   local isa=$1 label=$2 p r
   shift 2
   local run=("$@")
-  local progs=(asm ucontext)
-  [ -n "${HAS_BOOST[$isa]:-}" ] && progs=(asm boost ucontext)
+  local progs=(asm nofpu ucontext)
+  [ -n "${HAS_BOOST[$isa]:-}" ] && progs=(asm nofpu boost ucontext)
   bin() { case $1 in boost) echo "$OUT/bench_boost-$isa" ;; *) echo "$OUT/bench_c-$isa-$1" ;; esac; }
   local -A S=() C=() P=()
   for p in "${progs[@]}"; do S[$p]=; C[$p]=; P[$p]=; done
   for ((r = 0; r < REPS; r++)); do
     for p in "${progs[@]}"; do # interleaved, same conditions for all
       S[$p]+="$("${run[@]}" "$(bin "$p")" switch 200000) "
+      [ "$p" = nofpu ] && continue
       C[$p]+="$("${run[@]}" "$(bin "$p")" create 20000) "
       [ "$p" = ucontext ] || P[$p]+="$("${run[@]}" "$(bin "$p")" park 20000) "
     done
   done
-  local sa su ca cu pa sb cb pb
-  sa=$(med "${S[asm]}") su=$(med "${S[ucontext]}")
+  local sa sn su ca cu pa sb cb pb
+  sa=$(med "${S[asm]}") sn=$(med "${S[nofpu]}") su=$(med "${S[ucontext]}")
   ca=$(med "${C[asm]}") cu=$(med "${C[ucontext]}")
   pa=$(med "${P[asm]}")
   if [ -n "${HAS_BOOST[$isa]:-}" ]; then
     sb=$(med "${S[boost]}") cb=$(med "${C[boost]}") pb=$(med "${P[boost]}")
-    brows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
-      "$(ns "$sa")" "$(ns "$sb")" "$(ratio "$sa" "$sb")" "$(ns "$ca")" "$(ns "$cb")" "$(ratio "$ca" "$cb")" \
-      "$(ns "$pa")" "$(ns "$pb")" "$(ratio "$pa" "$pb")")")
+    brows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
+      "$(ns "$sa")" "$(ns "$sb")" "$(ratio "$sa" "$sb")" "$(ns "$sn")" "$(ratio "$sn" "$sb")" \
+      "$(ns "$ca")" "$(ns "$cb")" "$(ratio "$ca" "$cb")" "$(ns "$pa")" "$(ns "$pb")" "$(ratio "$pa" "$pb")")")
   else
-    brows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
-      "$(ns "$sa")" "-" "-" "$(ns "$ca")" "-" "-" "$(ns "$pa")" "-" "-")")
+    brows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %7s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
+      "$(ns "$sa")" "-" "-" "$(ns "$sn")" "-" "$(ns "$ca")" "-" "-" "$(ns "$pa")" "-" "-")")
   fi
   urows+=("$(printf '| %-14s | %8s | %8s | %7s | %8s | %8s | %7s |' "$label" \
     "$(ns "$sa")" "$(ns "$su")" "$(ratio "$sa" "$su")" "$(ns "$ca")" "$(ns "$cu")" "$(ratio "$ca" "$cu")")")
@@ -292,13 +296,14 @@ echo
 echo "Against Boost.Context (cgreenlet / Boost; below 1 cgreenlet is cheaper). switch: ns per switch"
 echo "(greenlet_switch with a value, against a raw jump_fcontext); create: ns per create + run to"
 echo "completion + destroy (against a fiber on a pooled_fixedsize_stack); park: ns per create + park"
-echo "+ kill + destroy (against a suspended fiber destroyed, a forced_unwind exception)."
+echo "+ kill + destroy (against a suspended fiber destroyed, a forced_unwind exception); no FPU: the"
+echo "switch of the core built with FPU_SAVE=0 (no FP control word saved), its ratio to Boost's switch."
 echo "What the switches save differs on three ISAs: arm: the core also saves FPSCR; ppc64le: Boost"
 echo "1.74 saves no FPRs, VRs or FPSCR, the core f14-f31, v20-v31 and FPSCR (ELFv2's callee-saved set);"
 echo "i386: Boost also saves MXCSR (the core only when built with SSE, which Debian's i686 is not)."
 echo
-echo "| ISA (emulated) | switch ns |  Boost  |  ratio  | create ns |  Boost  |  ratio  | park ns  |  Boost   |  ratio  |"
-echo "| ---            |      ---: |    ---: |    ---: |      ---: |    ---: |    ---: |     ---: |     ---: |    ---: |"
+echo "| ISA (emulated) | switch ns |  Boost  |  ratio  | no FPU ns |  ratio  | create ns |  Boost  |  ratio  | park ns  |  Boost   |  ratio  |"
+echo "| ---            |      ---: |    ---: |    ---: |      ---: |    ---: |      ---: |    ---: |    ---: |     ---: |     ---: |    ---: |"
 printf '%s\n' "${brows[@]}"
 echo
 echo "Against the core's own ucontext back end for the same ISA (skewed against ucontext: its"
