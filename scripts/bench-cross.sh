@@ -29,12 +29,17 @@
 #  * the headers are the host's libboost1.74-dev: it is Multi-Arch: same, so
 #    its files are the same for every architecture (Boost.Config detects the
 #    target from the compiler's macros); the fcontext assembly is chosen when
-#    Debian builds libboost_context for the target, and the script checks,
-#    with ar and nm, that the binary has jump_fcontext from that library's
-#    jump_<isa>_<abi>_elf_gas.o, linked statically (libboost_context.a), as
-#    the core is.
+#    Debian builds libboost_context for the target, and the script checks
+#    that the binary has jump_fcontext from that library's
+#    jump_<isa>_<abi>_elf_gas.o (ar, nm), linked statically
+#    (libboost_context.a, as the core is; readelf: no shared Boost), and is
+#    an ELF file of the ISA (objdump).
 #  * riscv64 has no Boost: it is no Debian 12 architecture.  There the
 #    ucontext anchor only.
+#  * x86_64 (on an x86-64 host, in the default list): the host's own gcc,
+#    g++ and Boost, as `make bench` builds them.
+#
+# The core's switch is also built with FPU_SAVE=0 (the "no FPU" column).
 #
 # What each switch saves differs on three ISAs (docs/platforms.md): on
 # armhf the core also keeps FPSCR; on ppc64el Boost 1.74 saves r14-r31, CR
@@ -238,6 +243,7 @@ ns() { awk -v a="$1" 'BEGIN {printf "%.1f", a}'; }
 brows=() urows=()
 t_start=$SECONDS
 t_build=$((t_start - t_build))
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 # measure ISA LABEL RUNNER...: one row of each table.
 measure() {
   local isa=$1 label=$2 p r
@@ -284,7 +290,7 @@ for isa in "${ISAS[@]}"; do
 done
 
 echo
-echo "qemu-user $(qemu-aarch64 --version | head -1 | awk '{print $3}') on $(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg) at the end; medians of $REPS interleaved runs (built in $t_build s, $((SECONDS - t_start)) s of runs),"
+echo "qemu-user $(qemu-aarch64 --version | head -1 | awk '{print $3}') on $(uname -m), $(nproc) CPUs, load $load_start at the start of the runs, $(cut -d' ' -f1-3 /proc/loadavg) at the end; medians of $REPS interleaved runs (built in $t_build s, $((SECONDS - t_start)) s of runs),"
 echo "clock: $(case $CGREENLET_BENCH_CLOCK in thread) echo "the measuring thread's CPU time (CLOCK_THREAD_CPUTIME_ID)" ;; *) echo "wall time (CLOCK_MONOTONIC)" ;; esac)."
 echo "EMULATED: an absolute figure measures qemu's translator, not the ISA; only the ratio to an anchor"
 echo "on the same emulated CPU, in the same run, means anything, and even a ratio is qemu's weighting"
