@@ -185,10 +185,13 @@ pypi-env:
 bench:
 	scripts/bench.sh
 
-# The core's switch on each cross ISA under qemu-user, as a ratio to the
-# ucontext back end on the same emulated CPU (docs/platforms.md).
+# The core's switch, create and park on each cross ISA under qemu-user, as
+# ratios to Boost.Context built for that ISA (Debian's target .debs in
+# ~/.cache/cgreenlet-debs, a sysroot in build/; not riscv64) and to the
+# ucontext back end, on the same emulated CPU (docs/platforms.md).
+# BENCH_CROSS_ARGS: e.g. --reps 11, or ISAs (aarch64 i386 arm ppc64le ...).
 bench-cross:
-	scripts/bench-cross.sh
+	scripts/bench-cross.sh $(BENCH_CROSS_ARGS)
 
 # The module on AArch64 (issue 13): built and tested in a Debian 12 arm64
 # root file system (debootstrap, kept in ~/.cache/cgreenlet-rootfs or

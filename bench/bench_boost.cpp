@@ -15,6 +15,9 @@
 // then protected_fixedsize_stack does not assert when mprotect() fails at
 // vm.max_map_count, it silently hands out unguarded stacks; "rss" reports
 // guard_pages (how many stacks really got a guard).
+//
+// The clock is CLOCK_MONOTONIC; CGREENLET_BENCH_CLOCK=thread takes the
+// thread's CPU time (CLOCK_THREAD_CPUTIME_ID), as bench_c.c does.
 #include <boost/context/detail/fcontext.hpp>
 #include <boost/context/fiber.hpp>
 #include <boost/context/fixedsize_stack.hpp>
@@ -43,9 +46,26 @@ const std::size_t kStack = 256 * 1024;
 
 volatile std::uintptr_t sink;
 
+clockid_t bench_clock = CLOCK_MONOTONIC;
+
+void pick_clock() {
+  const char *c = std::getenv("CGREENLET_BENCH_CLOCK");
+  if (!c || !*c || !std::strcmp(c, "monotonic")) {
+    bench_clock = CLOCK_MONOTONIC;
+  } else if (!std::strcmp(c, "thread")) {
+    bench_clock = CLOCK_THREAD_CPUTIME_ID;
+  } else {
+    std::fprintf(stderr,
+                 "bench_boost: CGREENLET_BENCH_CLOCK must be monotonic or "
+                 "thread, not '%s'\n",
+                 c);
+    std::exit(2);
+  }
+}
+
 double now_ns() {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(bench_clock, &ts);
   return double(ts.tv_sec) * 1e9 + double(ts.tv_nsec);
 }
 
@@ -223,6 +243,7 @@ void bench_rss(long n, StackAlloc salloc, bool teardown) {
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   const char *count = argc > 2 ? argv[2] : nullptr;
+  pick_clock();
   if (!std::strcmp(mode, "info")) {
     std::printf("boost_version %d.%d.%d\n", BOOST_VERSION / 100000,
                 BOOST_VERSION / 100 % 1000, BOOST_VERSION % 100);

@@ -14,6 +14,12 @@
  * greenlet).  The teardown kills and destroys every greenlet; with "exit" it
  * is skipped and process exit releases everything (the teardown costs two
  * TLB-flushing system calls per stack, which is slow on some VMs).
+ *
+ * The clock is CLOCK_MONOTONIC (wall time); CGREENLET_BENCH_CLOCK=thread
+ * takes CLOCK_THREAD_CPUTIME_ID instead, the CPU time of the measuring
+ * thread, which leaves out the time the thread waits for a CPU: on a loaded
+ * machine, and under qemu-user (scripts/bench-cross.sh), it varies far less
+ * from run to run.  bench_boost.cpp reads the same variable.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cgreenlet.h"
@@ -35,9 +41,24 @@
     }                                                                          \
   } while (0)
 
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
+static void pick_clock(void) {
+  const char *c = getenv("CGREENLET_BENCH_CLOCK");
+  if (!c || !*c || strcmp(c, "monotonic") == 0)
+    bench_clock = CLOCK_MONOTONIC;
+  else if (strcmp(c, "thread") == 0)
+    bench_clock = CLOCK_THREAD_CPUTIME_ID;
+  else {
+    fprintf(stderr, "bench_c: CGREENLET_BENCH_CLOCK must be monotonic or "
+                    "thread, not '%s'\n", c);
+    exit(2);
+  }
+}
+
 static double now_ns(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(bench_clock, &ts);
   return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
@@ -217,6 +238,7 @@ static void bench_rss(long n, int teardown) {
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   const char *count = argc > 2 ? argv[2] : NULL;
+  pick_clock();
   if (strcmp(mode, "info") == 0) {
     printf("guard_mode %s\n", greenlet_guard_mode());
     printf("version %d.%d.%d\n", GREENLET_VERSION_MAJOR,
