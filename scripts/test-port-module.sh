@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
     --arch) ARCH=${2:?--arch needs a Debian architecture name}; shift 2 ;;
     --full) MODE=full; shift ;;
     --bench) MODE=bench; shift ;;
-    -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test-port-module.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
