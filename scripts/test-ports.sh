@@ -10,9 +10,10 @@
 #   --bench  switch timings against Debian's greenlet 2.0.2 on each
 #            (`make bench-ports`) instead of the tests
 #
-# Not a stage of `make test`: the four root file systems take about 40
-# minutes to make from an empty cache, and the four test runs over 20 with
-# it (docs/platforms.md has the measured times); `make test-ports` runs it.
+# Not a stage of `make test`: on the 2-core machine the four root file
+# systems took 33 minutes to make from an empty cache, and a run with the
+# cache 17 more (docs/platforms.md has the measured times); `make
+# test-ports` runs it.
 # Logs: build/ports-logs/ARCH.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
