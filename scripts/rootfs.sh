@@ -51,6 +51,7 @@
 #    registered (the CPU runs it natively, much faster); everything runs
 #    under `setarch i686`, so uname -m (and platform.machine()) says i686,
 #    as on an i386 machine, not the kernel's x86_64.
+#    CGREENLET_I386_QEMU=1 runs it under qemu-i386 even so.
 #  * Needs root (debootstrap, the uid map): CI runs as root.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -160,12 +161,12 @@ in_ns() {
   # send themselves).
   # shellcheck disable=SC2016  # expanded by the inner shell
   unshare --user --mount --pid --fork --kill-child bash -euc '
-    magic=$1 mask=$2 qemu=$3 r=$4 cwd=$5 nb=$6 arch=$7 qname=$8; shift 8
+    magic=$1 mask=$2 qemu=$3 r=$4 cwd=$5 nb=$6 arch=$7 qname=$8 forceq=$9; shift 9
     while [ "$(id -u)" != 0 ]; do sleep 0.01; done
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
     pers=() cpu=native
     [ "$arch" = i386 ] && pers=(setarch i686)
-    if [ "$arch" != i386 ] || ! "${pers[@]}" chroot "$r" /bin/true 2>/dev/null; then
+    if [ "$arch" != i386 ] || [ "$forceq" = 1 ] || ! "${pers[@]}" chroot "$r" /bin/true 2>/dev/null; then
       printf "%s" ":qemu-$qname:M::$magic:$mask:$qemu:FP" >/proc/sys/fs/binfmt_misc/register
       cpu=qemu-$qname
     fi
@@ -192,7 +193,7 @@ in_ns() {
     "${pers[@]}" chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
       HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" CGREENLET_ROOTFS_CPU="$cpu" /usr/bin/env -C "$cwd" "$@" || rc=$?
     exit $rc
-  ' bash "$MAGIC" "$MASK" "$QEMU" "$rfs" "$cwd" "${#binds[@]}" "$ARCH" "$QNAME" "${binds[@]}" "$@" &
+  ' bash "$MAGIC" "$MASK" "$QEMU" "$rfs" "$cwd" "${#binds[@]}" "$ARCH" "$QNAME" "${CGREENLET_I386_QEMU:-0}" "${binds[@]}" "$@" &
   pid=$!
   # (unshare ignores SIGTERM while it waits: end the namespace's pid 1.)
   trap 'kill -KILL $(cat "/proc/$pid/task/$pid/children" 2>/dev/null) 2>/dev/null' INT TERM
