@@ -12,8 +12,8 @@
 #
 # Not a stage of `make test`: on the 2-core machine the four root file
 # systems took 33 minutes to make from an empty cache, and a run with the
-# cache 17 more (docs/platforms.md has the measured times); `make
-# test-ports` runs it.
+# cache 10 more (17 under load; docs/platforms.md has the measured times);
+# `make test-ports` runs it.
 # Logs: build/ports-logs/ARCH.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
