@@ -71,8 +71,26 @@ class BuildExt(build_ext):
             self._gdb_script(ext) for ext in self.extensions]
 
 
+# The context switch: the ISA's src/context_<isa>.S, chosen by
+# platform.machine() (the kernel's name, from uname) and the interpreter's
+# pointer size, since a 32-bit Python may run on a 64-bit kernel (i386 on
+# x86_64, armhf on aarch64).  Each .S assembles only where its ISA and ABI
+# hold (armhf: the hard-float ABI), and src/context.h falls back to
+# ucontext where none does, so an armel build on armv7l still works.
 machine = platform.machine()
-switch = {"x86_64": "src/context_x86_64.S", "aarch64": "src/context_aarch64.S"}
+bits64 = sys.maxsize > 2**32
+switch = {
+    "x86_64": "src/context_x86_64.S" if bits64 else "src/context_i386.S",
+    "amd64": "src/context_x86_64.S" if bits64 else "src/context_i386.S",
+    "aarch64": "src/context_aarch64.S" if bits64 else "src/context_arm.S",
+    "arm64": "src/context_aarch64.S" if bits64 else "src/context_arm.S",
+    "ppc64le": "src/context_ppc64le.S",
+    "s390x": "src/context_s390x.S",
+}
+for name in ("i386", "i486", "i586", "i686"):
+    switch[name] = "src/context_i386.S"
+for name in ("armv7l", "armv8l"):
+    switch[name] = "src/context_arm.S"
 sources = ["python/src/type.c", "python/src/switch.c", "python/src/thread.c",
            "python/src/module.c", "src/greenlet.c", "src/shared.c",
            "src/stack.c",

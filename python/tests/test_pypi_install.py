@@ -420,7 +420,7 @@ def test_sdist_installs(fresh_venv, tmp_path):
     for needed in ["setup.py", "pyproject.toml", "gdb/cgreenlet-gdb.py", "include/cgreenlet.h",
                    "src/context_x86_64.S", "src/context_aarch64.S", "python/greenlet/__init__.py"]:
         assert needed in names, (needed, sorted(names))
-    for pattern in ("src/*.[ch]", "python/src/*.[ch]"):
+    for pattern in ("src/*.[chS]", "python/src/*.[ch]"):
         for f in glob.glob(os.path.join(ROOT, pattern)):
             assert os.path.relpath(f, ROOT) in names, (f, sorted(names))
     assert not [n for n in names if n.startswith("build/")], sorted(names)

@@ -168,8 +168,10 @@ def s_thread_orphans():
             out[0] = "MemoryError"
     t = threading.Thread(target=body)
     t.start()
-    _g._cgreenlet_fault_arm(ARMED[0])
-    go.release()
+    try:
+        _g._cgreenlet_fault_arm(ARMED[0])
+    finally:
+        go.release()    # else an error here leaves the thread (and exit) hanging
     t.join()
     if out[0] == "MemoryError":
         raise MemoryError("in the thread")
@@ -185,9 +187,11 @@ def _c_api_extension():
     not installed)."""
     import importlib.util
     import os
+    import sysconfig
+    # (EXT_SUFFIX names the architecture: the ports run this too.)
     path = os.path.join(
         "/usr/lib/python3/dist-packages/greenlet/tests",
-        "_test_extension.cpython-%d%d-x86_64-linux-gnu.so" % sys.version_info[:2])
+        "_test_extension" + sysconfig.get_config_var("EXT_SUFFIX"))
     if not os.path.exists(path):
         return None
     spec = importlib.util.spec_from_file_location("_test_extension", path)
@@ -278,7 +282,9 @@ def main(names):
     bad = 0
     for name in names or SCENARIOS:
         fn = SCENARIOS[name]
-        ARMED[0] = 1 << 40                   # a self-arming one never fires
+        # A self-arming one never fires (sys.maxsize: the module takes a C
+        # long, 32 bits on i386 and armhf).
+        ARMED[0] = sys.maxsize
         try:
             expected = fn()
         finally:
