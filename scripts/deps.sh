@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh GROUP... - make sure the Debian packages a command needs are there.
 # As root it installs what is missing (apt-get install -y); otherwise it names
-# the missing packages and fails.  Groups: build test bench python pyversions pypi demo.
+# the missing packages and fails.  Groups: build test bench python pyversions pypi demo rootfs.
 set -euo pipefail
 
 declare -A PKGS=(
@@ -17,6 +17,8 @@ declare -A PKGS=(
   # pyenv interpreters bring their own headers and venv)
   [pypi]="python3-venv python3-dev gcc g++"
   [demo]="python3-dev python3-setuptools python3-gevent"
+  # scripts/rootfs.sh: the Debian ports' root file systems
+  [rootfs]="debootstrap"
 )
 
 want=()

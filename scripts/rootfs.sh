@@ -98,21 +98,6 @@ RECIPE="recipe 1: debootstrap --variant=minbase --arch=$ARCH $SUITE, --include=$
 
 die() { echo "rootfs.sh ($ARCH): $*" >&2; exit 1; }
 
-host_deps() {
-  local p missing=()
-  for p in debootstrap; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "rootfs.sh needs these Debian packages: ${missing[*]}" >&2
-    echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  echo "== installing Debian packages: ${missing[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
-    "${missing[@]}" >/dev/null
-}
 
 need_root() {
   [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, and the user namespace's uid map of 0-65535)"
@@ -231,7 +216,7 @@ trim_index() {
 make_rootfs() {
   local new=$RFS.new start
   need_root
-  host_deps
+  "$(dirname "$0")/deps.sh" rootfs >&2 # debootstrap
   ns_check
   qemu_static
   start=$(date +%s)
