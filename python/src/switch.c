@@ -118,6 +118,11 @@ PyObject *cg_core_error(int rc) {
                       greenlet_strerror(rc));
 }
 
+/* The thread whose list holds i, NULL once that thread has exited. */
+static cg_thread *live_thread(const cg_impl *i) {
+  return i->thread_gone ? NULL : i->thread;
+}
+
 /* The thread an unstarted greenlet will start in, as stock greenlet decides
  * it: that of the first started greenlet of its parent chain (NULL if that
  * thread is gone).  An unstarted one may have a core already (a child's
@@ -125,7 +130,7 @@ PyObject *cg_core_error(int rc) {
 static cg_thread *chain_thread(PyGreenlet *g) {
   while (!g_started(g->pimpl) && g->pimpl->parent)
     g = g->pimpl->parent;
-  return g->pimpl->thread_gone ? NULL : g->pimpl->thread;
+  return live_thread(g->pimpl);
 }
 
 /* Sets greenlet.error for a switch from thread th to thread to (NULL: one
@@ -159,7 +164,7 @@ int cg_check_thread(cg_thread *th, PyGreenlet *target) {
   cg_impl *i = target->pimpl;
   if (i->thread == th || !g_started(i))
     return 0;
-  return thread_error(th, i->thread_gone ? NULL : i->thread);
+  return thread_error(th, live_thread(i));
 }
 
 /* UnswitchableGreenlet's forced failures of a switch into t (not already
@@ -235,7 +240,7 @@ PyObject *cg_do_switch(cg_thread *th, PyGreenlet *target, int status,
   }
   if (t->pimpl->thread != th) { /* (its core is another thread's) */
     slots_clear(th);
-    thread_error(th, t->pimpl->thread_gone ? NULL : t->pimpl->thread);
+    thread_error(th, live_thread(t->pimpl));
     return NULL;
   }
   if (forced_switch_error(th, t) < 0) {
@@ -425,7 +430,7 @@ int cg_ensure_core(cg_thread *th, PyGreenlet *g) {
    * parent chain now leads, as in stock greenlet (the callers checked that
    * chain): it gets a core here, and the old record dies on its own thread
    * (cg_release_core); children there pass through it to its parent. */
-  if (i->core && i->thread != th && !i->is_main && !g_started(i))
+  if (i->core && i->thread != th && !g_started(i))
     cg_release_core(i);
   if (i->core)
     return 0;
@@ -458,10 +463,10 @@ int cg_ensure_core(cg_thread *th, PyGreenlet *g) {
 
 /*
  * cg_sync_core_chain: makes the core parent links of g's chain follow the
- * Python ones, as far as both ends are this thread's.  A parent set from another thread changes
- * only the Python link (the core belongs to its thread), and a stale core
- * link can make a valid reparenting look cyclic to the core
- * (cg_kill_in_place).  An unstarted parent that will start here gets its
+ * Python ones, as far as both ends are this thread's.  A parent set from
+ * another thread changes only the Python link (the core belongs to its
+ * thread), and a stale core link can make a valid reparenting look cyclic
+ * to the core (cg_kill_in_place).  An unstarted parent that will start here gets its
  * core now (as a finishing child would give it one).  A link that cannot
  * be set yet (its stale ancestors form the cycle) is retried once those
  * above it are fixed.
